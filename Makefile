@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast test-slow bench clean
+.PHONY: venv demo test test-slow test-all bench clean
 
 venv: $(STAMP)
 
@@ -25,11 +25,21 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 demo: venv
 	$(BIN)/raysys demo
 
+# Fast suite (minutes). Slow end-to-end tests (real vLLM, Ray Train, whole recipes) run in
+# `make test-slow`; CI runs both. GPU tests run only with `-m gpu` on a CUDA machine.
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/grading.py
+	$(BIN)/python benchmarks/sampling.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

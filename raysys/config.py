@@ -97,6 +97,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string, not a float.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected float, got {value!r}")
     if tp is str:
         if isinstance(value, str):
