@@ -1,0 +1,76 @@
+"""``raysys models``: build tiny models and describe model / adapter directories."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+def models() -> None:
+    """Build tiny models; inspect model dirs."""
+
+
+@models.command("tiny")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write (replaced if it exists).")
+@click.option("--hidden", default=128, show_default=True, help="Hidden size; must be heads * 64.")
+@click.option("--layers", default=2, show_default=True)
+@click.option("--heads", default=2, show_default=True)
+@click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default: heads.")
+@click.option("--intermediate", type=int, default=None, help="MLP size; default: 4 * hidden.")
+@click.option("--vocab-size", default=512, show_default=True)
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="UTF-8 text file to train the tokenizer on; default: synthetic task + GSM8K.")
+@click.option("--max-position-embeddings", default=1024, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | None,
+         intermediate: int | None, vocab_size: int, corpus: str | None,
+         max_position_embeddings: int, seed: int) -> None:
+    """Build a randomly initialised tiny Llama and its tokenizer into --out."""
+    from raysys.models.loading import count_safetensors_params
+    from raysys.models.tiny import build_tiny_model
+
+    out = build_tiny_model(out_dir, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                           intermediate=intermediate, vocab_size=vocab_size, corpus=corpus,
+                           max_position_embeddings=max_position_embeddings, seed=seed)
+    click.echo(f"wrote {out} ({count_safetensors_params(out):,} parameters)")
+
+
+_CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size", "vocab_size",
+                "max_position_embeddings", "dtype", "torch_dtype", "tie_word_embeddings")
+_ADAPTER_KEYS = ("peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules")
+
+
+@models.command("info")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON.")
+def info(path: str, as_json: bool) -> None:
+    """Describe PATH (a model dir, adapter dir or cached hub id): kind, parameters, config,
+    tokenizer."""
+    from raysys.models.loading import model_info
+
+    summary = model_info(path)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(f"path:       {summary['path']}")
+    if summary["kind"] == "adapter":
+        click.echo(f"kind:       LoRA adapter on {summary['base']}")
+        click.echo(f"parameters: {summary['params']:,} (adapter only)")
+        keys = _ADAPTER_KEYS
+    else:
+        click.echo("kind:       full model")
+        click.echo(f"parameters: {summary['params']:,}")
+        keys = _CONFIG_KEYS
+    for key in keys:
+        if key in summary["config"]:
+            click.echo(f"  {key}: {summary['config'][key]}")
+    tok = summary["tokenizer"]
+    if "error" in tok:
+        click.echo(f"tokenizer:  unavailable ({tok['error']})")
+    else:
+        click.echo(f"tokenizer:  vocab {tok['vocab_size']}, bos={tok['bos']} eos={tok['eos']} "
+                   f"pad={tok['pad']}, chat template: {'yes' if tok['chat_template'] else 'no'}")

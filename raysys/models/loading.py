@@ -1,0 +1,275 @@
+"""Load models and tokenizers from local HF dirs, hub ids, or LoRA adapter dirs.
+
+Every failure a user can cause (missing dir, no weights, pickle-only weights, remote code,
+offline hub) is one ``ModelError`` naming the path and what was expected. Weights are only
+ever read from safetensors: ``.bin`` files are pickles and can run code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raysys.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Only what a model dir needs: never the pickled duplicates many hub repos also carry.
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True when ``path`` is a PEFT adapter directory (holds ``adapter_config.json``)."""
+    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
+def _looks_local(path_or_id: str) -> bool:
+    return path_or_id.startswith((".", "/", "~")) or Path(path_or_id).expanduser().exists()
+
+
+def _pickle_weights(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
+
+
+def check_model_dir(d: Path) -> None:
+    """Raise ``ModelError`` unless ``d`` is a full model dir or an adapter dir with safetensors."""
+    if not d.exists():
+        raise ModelError(f"model directory not found: {d}")
+    if not d.is_dir():
+        raise ModelError(f"model path is not a directory: {d}")
+    if is_adapter_dir(d):
+        if not (d / ADAPTER_WEIGHTS).is_file():
+            found = _pickle_weights(d)
+            extra = (f" (found only {', '.join(found)}: pickle weights are not loaded)"
+                     if found else "")
+            raise ModelError(f"adapter directory {d}: missing {ADAPTER_WEIGHTS}{extra}")
+        return
+    if not (d / "config.json").is_file():
+        raise ModelError(f"model directory {d}: missing config.json "
+                         f"(expected an HF model dir or a LoRA adapter dir with {ADAPTER_CONFIG})")
+    if not any(d.glob("*.safetensors")):
+        found = _pickle_weights(d)
+        if found:
+            raise ModelError(f"model directory {d}: only pickle weights ({', '.join(found)}); "
+                             "re-save it with safetensors (save_pretrained) to load it here")
+        raise ModelError(f"model directory {d}: no *.safetensors weights")
+
+
+def resolve_model_path(path_or_id: str | Path) -> str:
+    """Turn a local dir or a hub id (``owner/name``) into a checked local directory path.
+
+    Local dirs must hold ``config.json`` plus safetensors weights, or be an adapter dir.
+    Hub ids are fetched (or found in the HF cache) with ``huggingface_hub.snapshot_download``,
+    safetensors and tokenizer files only.
+    """
+    path_or_id = str(path_or_id)
+    if not _looks_local(path_or_id) and HUB_ID.match(path_or_id):
+        from huggingface_hub import snapshot_download
+
+        try:
+            local = snapshot_download(path_or_id, allow_patterns=HUB_ALLOW_PATTERNS)
+        except Exception as e:  # offline, unknown repo, gated, network: all mean "can't have it"
+            raise ModelError(
+                f"hub model {path_or_id!r}: not in the local HF cache and could not be downloaded "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"download it elsewhere and pass the local directory instead (no local directory "
+                f"{Path(path_or_id).resolve()} exists either)") from None
+        d = Path(local)
+    else:
+        d = Path(path_or_id).expanduser().resolve()
+    check_model_dir(d)
+    return str(d)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    """The base model named by an adapter's config; relative paths resolve beside the adapter."""
+    cfg = _read_json(adapter_dir / ADAPTER_CONFIG)
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{adapter_dir / ADAPTER_CONFIG}: no base_model_name_or_path; "
+                         "pass the base model path and this dir as the adapter")
+    beside = adapter_dir / base
+    if not Path(base).is_absolute() and beside.is_dir():
+        return str(beside)
+    return base
+
+
+def _check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:
+    cfg = _read_json(model_dir / "config.json")
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise ModelError(f"model directory {model_dir}: config.json has auto_map (custom code); "
+                         "set trust_remote_code: true in the model config to allow running it")
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> Any:
+    import torch
+
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(path: str | Path, *, padding_side: str = "left",
+                   trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a model dir, hub id or adapter dir (falling back to its base).
+
+    ``padding_side`` defaults to left (generation); a tokenizer without a pad token gets
+    ``pad_token = eos_token`` so batches can always be padded.
+    """
+    from transformers import AutoTokenizer
+
+    d = Path(resolve_model_path(path))
+    if is_adapter_dir(d) and not (d / "tokenizer_config.json").is_file():
+        d = Path(resolve_model_path(_adapter_base(d)))
+    tok = AutoTokenizer.from_pretrained(d, trust_remote_code=trust_remote_code)
+    tok.padding_side = padding_side
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, *, dtype: str | torch.dtype = "auto", device: str | None = None,
+               trust_remote_code: bool = False, adapter: str | Path | None = None,
+               merge: bool = False) -> PreTrainedModel:
+    """Load a causal LM for inference (eval mode), optionally with a LoRA adapter on top.
+
+    ``path`` may itself be an adapter dir: its base comes from ``adapter_config.json``.
+    With ``merge`` the adapter is folded into the weights (a plain ``PreTrainedModel``);
+    otherwise a ``PeftModel`` is returned when an adapter is used.
+    """
+    from transformers import AutoModelForCausalLM
+
+    base = Path(resolve_model_path(path))
+    if is_adapter_dir(base):
+        if adapter is not None:
+            raise ModelError(f"{path} is itself a LoRA adapter; cannot also apply adapter {adapter}")
+        adapter, base = str(base), Path(resolve_model_path(_adapter_base(base)))
+        if is_adapter_dir(base):
+            raise ModelError(f"adapter {adapter}: its base {base} is another adapter (unsupported)")
+    _check_remote_code(base, trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        model = _apply_adapter(model, adapter, merge=merge)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _apply_adapter(model: PreTrainedModel, adapter: str | Path, *, merge: bool) -> Any:
+    from peft import PeftModel
+
+    adapter_dir = Path(resolve_model_path(adapter))
+    if not is_adapter_dir(adapter_dir):
+        raise ModelError(f"adapter {adapter_dir}: not a LoRA adapter dir (no {ADAPTER_CONFIG})")
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def merge_adapter(base_path: str | Path, adapter_path: str | Path, out_dir: str | Path, *,
+                  trust_remote_code: bool = False) -> Path:
+    """Fold a LoRA adapter into its base and save a full model dir (safetensors + tokenizer).
+
+    Written beside ``out_dir`` and renamed into place, so ``out_dir`` is complete or absent.
+    The tokenizer is the adapter's own when it carries one, else the base's.
+    """
+    model = load_model(base_path, adapter=adapter_path, merge=True,
+                       trust_remote_code=trust_remote_code)
+    adapter_dir = Path(resolve_model_path(adapter_path))
+    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
+    tokenizer = load_tokenizer(str(tok_src), trust_remote_code=trust_remote_code)
+
+    return save_pretrained_atomic(model, tokenizer, out_dir)
+
+
+def save_pretrained_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
+                           out_dir: str | Path) -> Path:
+    """Save ``model`` (safetensors) and ``tokenizer`` so ``out_dir`` is complete or absent.
+
+    Everything is written to a temp dir beside ``out_dir`` and renamed into place; an existing
+    ``out_dir`` is replaced. Returns the resolved ``out_dir``.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def count_safetensors_params(d: Path) -> int:
+    """Number of parameters stored in ``d``'s safetensors files, read from headers only.
+
+    Tied weights are stored once, so for a full model this equals ``model.num_parameters()``.
+    """
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(d.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                n = 1
+                for dim in st.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total
+
+
+def model_info(path: str | Path) -> dict[str, Any]:
+    """A summary of a model or adapter dir without loading weights (for ``raysys models info``).
+
+    Keys: path, kind ("full" or "adapter"), params (stored in this dir), config (the model's
+    ``config.json`` or the adapter's config), base (adapter only), tokenizer (vocab size,
+    special tokens, whether a chat template is set).
+    """
+    d = Path(resolve_model_path(path))
+    info: dict[str, Any] = {"path": str(d), "params": count_safetensors_params(d)}
+    if is_adapter_dir(d):
+        info["kind"] = "adapter"
+        info["config"] = _read_json(d / ADAPTER_CONFIG)
+        info["base"] = _adapter_base(d)
+    else:
+        info["kind"] = "full"
+        info["config"] = _read_json(d / "config.json")
+    try:
+        tok = load_tokenizer(str(d))
+    except ModelError as e:   # an adapter whose base is not here: still describe the adapter
+        info["tokenizer"] = {"error": str(e)}
+    else:
+        info["tokenizer"] = {
+            "vocab_size": len(tok),
+            "bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token,
+            "chat_template": bool(tok.chat_template),
+        }
+    return info

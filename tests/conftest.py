@@ -1,0 +1,49 @@
+"""Session-wide test fixtures: a tiny model directory built once, and the shared data dir.
+
+There is no model hub and no internet here, so the hub is forced offline for the whole session:
+a test that accidentally reaches for a hub id fails at once instead of hanging on a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before any test module imports huggingface_hub, which reads these once at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_path() -> Path:
+    env = os.environ.get("RAYSYS_SHARED_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    return (REPO_ROOT / "../shared/data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The read-only real datasets (GSM8K, MATH, MATH500, w2s); skips the test when absent.
+
+    Located via ``$RAYSYS_SHARED_DATA`` or ``<repo>/../shared/data``.
+    """
+    path = _shared_data_path()
+    if not path.is_dir():
+        pytest.skip(f"shared data dir not found at {path} "
+                    "(set RAYSYS_SHARED_DATA to the directory holding gsm8k/, math/, ...)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama model dir (default ``build_tiny_model`` settings, seed 0), built once.
+
+    Shared by every test in the session: treat it as read-only (copy it to modify it).
+    """
+    from raysys.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny")
