@@ -103,8 +103,10 @@ def _load_for_show(path: Path) -> tuple[Any, list[dict[str, Any]], str]:
 
 @data.command("show")
 @click.argument("path", type=click.Path())
-@click.option("--rows", "n_rows", type=int, default=3, show_default=True, help="Rows to print.")
-@click.option("--width", type=int, default=200, show_default=True, help="Truncate strings to this.")
+@click.option("--rows", "n_rows", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Rows to print.")
+@click.option("--width", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Truncate strings to this.")
 def show(path: str, n_rows: int, width: int) -> None:
     """Row count, schema and the first rows of a parquet file, stage directory or JSONL file."""
     from raysys.data.io import DataError

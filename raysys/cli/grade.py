@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from raysys.grading.extract import STYLES   # pure string code: cheap to import at CLI start
+
 
 def grade_file(in_path: str, out_path: str, style: str = "default",
                processes: int | None = None) -> tuple[int, int]:
@@ -34,7 +36,7 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output JSONL: input rows plus pred_answer and correct.")
 @click.option("--style", default="default", show_default=True,
-              type=click.Choice(["default", "w2s", "critique", "llm2", "math"]),
+              type=click.Choice(STYLES),
               help="How the final answer is extracted from pred.")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Worker processes for pairs that need sympy (default: CPU count).")

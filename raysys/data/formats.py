@@ -25,7 +25,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from raysys.data.io import DataError, atomic_write_json, atomic_write_jsonl, read_records
+from raysys.data.io import (
+    DataError, atomic_write_json, atomic_write_jsonl, read_json_object, read_records,
+)
 from raysys.data.schema import SchemaError, conform
 
 DATASET_INFO = "dataset_info.json"
@@ -135,7 +137,7 @@ def export_llamafactory(tables: dict[str, pa.Table], out_dir: str | Path, *,
     info_path = out / DATASET_INFO
     info: dict[str, Any] = {}
     if info_path.is_file():
-        info = _read_info(info_path)
+        info = read_json_object(info_path)
     prepared = []
     for name, table in tables.items():
         kind = table_kind(table)
@@ -157,16 +159,6 @@ def export_llamafactory(tables: dict[str, pa.Table], out_dir: str | Path, *,
 # ------------------------------------------------------------------------------------------
 # LLaMA-Factory import
 # ------------------------------------------------------------------------------------------
-
-
-def _read_info(path: Path) -> dict[str, Any]:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: expected a JSON object of dataset entries")
-    return info
 
 
 def _alpaca_prompt(row: dict[str, Any], cols: dict[str, str], where: str) -> str:
@@ -221,7 +213,8 @@ def _sharegpt_record(row: dict[str, Any], cols: dict[str, str], tags: dict[str, 
                      where: str) -> dict[str, Any]:
     field = cols["messages"]
     turns = _sharegpt_turns(row.get(field), tags, where, field)
-    system = [row[cols["system"]]] if cols.get("system") and row.get(cols["system"]) else []
+    system = ([_text(row[cols["system"]], where, cols["system"])]
+              if cols.get("system") and row.get(cols["system"]) else [])
     if ranking:
         if not turns or turns[-1][0] == tags["assistant_tag"]:
             raise DataError(f"{where}: a ranking conversation must end with a '{tags['user_tag']}' turn")
@@ -248,7 +241,7 @@ def import_llamafactory(dataset_dir: str | Path, names: list[str] | None = None)
     info_path = root / DATASET_INFO
     if not info_path.is_file():
         raise DataError(f"{info_path}: file not found")
-    info = _read_info(info_path)
+    info = read_json_object(info_path)
     wanted = names if names is not None else [n for n, e in info.items()
                                               if isinstance(e, dict) and e.get("file_name")]
     out: dict[str, pa.Table] = {}

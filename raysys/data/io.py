@@ -49,6 +49,25 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, row
 
 
+def read_json(path: str | Path, error: type[Exception] = DataError) -> Any:
+    """Parse a whole JSON file; malformed JSON is raised as ``error`` naming file:line."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise error(f"{p}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_json_object(path: str | Path, error: type[Exception] = DataError) -> dict[str, Any]:
+    """:func:`read_json` for a file holding one object, errors raised as ``error`` (e.g.
+    ``ModelError`` for a model's config.json)."""
+    p = Path(path)
+    obj = read_json(p, error)
+    if not isinstance(obj, dict):
+        raise error(f"{p}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """Read JSONL, a JSON list, or parquet as ``(line_or_row_number, row)`` pairs.
 
@@ -61,10 +80,7 @@ def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
         table = read_parquet_any(p)
         rows = list(enumerate(table.to_pylist(), start=1))
     elif p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{e.lineno}: malformed JSON ({e.msg})") from None
+        data = read_json(p)
         if not isinstance(data, list):
             raise DataError(f"{p}: expected a JSON list of objects")
         rows = []

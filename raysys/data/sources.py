@@ -54,7 +54,6 @@ class RowContext:
     file: Path
     split: str
     spec: DatasetSpec
-    key: str   # config key path of the spec, e.g. "data"
 
     def where(self, lineno: int) -> str:
         return f"{self.file}:{lineno}"
@@ -89,12 +88,19 @@ def olympiad_gold(answer: Any) -> str | None:
     return str(answer)
 
 
-def _require(row: dict[str, Any], field: str, ctx: RowContext, lineno: int) -> Any:
+def _require(row: dict[str, Any], field: str, ctx: RowContext, lineno: int,
+             numeric_ok: bool = False) -> str:
+    """``row[field]`` as text; a number is accepted (as its string) only when ``numeric_ok``."""
     value = row.get(field)
     if value is None:
         raise DataError(f"{ctx.where(lineno)}: missing field '{field}' "
                         f"(dataset '{ctx.spec.name}' needs it)")
-    return value
+    if isinstance(value, str):
+        return value
+    if numeric_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{ctx.where(lineno)}: field '{field}' must be a string"
+                    f"{' or number' if numeric_ok else ''}, got {type(value).__name__}")
 
 
 def _meta(**kw: Any) -> str:
@@ -109,7 +115,7 @@ def _meta(**kw: Any) -> str:
 
 def _gsm8k_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
     question = _require(row, "question", ctx, lineno)
-    answer = str(_require(row, "answer", ctx, lineno))
+    answer = _require(row, "answer", ctx, lineno, numeric_ok=True)
     gold = gsm8k_gold(answer)
     if not gold:
         raise DataError(f"{ctx.where(lineno)}: field 'answer' has no '#### <number>' line")
@@ -124,7 +130,7 @@ def _gsm8k_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dic
 
 def _math_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
     question = _require(row, "problem", ctx, lineno)
-    solution = str(_require(row, "solution", ctx, lineno))
+    solution = _require(row, "solution", ctx, lineno, numeric_ok=True)
     gold = last_boxed(solution)
     if gold is None:
         raise DataError(f"{ctx.where(lineno)}: field 'solution' has no \\boxed{{...}} answer")
@@ -140,7 +146,7 @@ def _math_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict
 
 def _math500_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
     question = _require(row, "problem", ctx, lineno)
-    answer = str(_require(row, "answer", ctx, lineno))
+    answer = _require(row, "answer", ctx, lineno, numeric_ok=True)
     uid = row.get("unique_id")
     return {
         "id": str(uid) if uid else f"math500-{ctx.split}-{i}",
@@ -153,7 +159,7 @@ def _w2s_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict[
     if "solution" in row:
         # processed test split: the answer is already extracted
         question = _require(row, "question", ctx, lineno)
-        answer = str(_require(row, "answer", ctx, lineno)).replace(",", "")
+        answer = _require(row, "answer", ctx, lineno, numeric_ok=True).replace(",", "")
         return {
             "id": f"w2s-{ctx.split}-{i}", "question": question, "gold_answer": answer,
             "gold_solution": row["solution"],
@@ -185,15 +191,14 @@ def _olympiad_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> 
     }
 
 
-def _field_map(spec: DatasetSpec, key: str) -> dict[str, str]:
-    """``spec.fields`` checked against the columns the generic loader can fill."""
+def _check_generic_spec(spec: DatasetSpec, key: str) -> None:
+    """``spec.fields`` name columns the generic loader can fill; ``gold_from_solution`` is known."""
     for ours in spec.fields:
         if ours not in GENERIC_COLUMNS:
             raise ConfigError(f"{key}.fields.{ours}: unknown column (known: {', '.join(GENERIC_COLUMNS)})")
     style = spec.options.get("gold_from_solution")
     if style not in (None, "hash", "boxed"):
         raise ConfigError(f"{key}.options.gold_from_solution: expected 'hash' or 'boxed', got {style!r}")
-    return dict(spec.fields)
 
 
 def _generic_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
@@ -344,7 +349,7 @@ def load_records_as_problems(spec: DatasetSpec, key: str = "data") -> list[dict[
     """Problem rows (dicts) of a file-backed ``spec``; ``spec.limit`` caps the kept rows."""
     src = FILE_SOURCES[spec.name]
     path = resolve_path(spec, key)
-    ctx = RowContext(file=path, split=_split_name(path, spec), spec=spec, key=key)
+    ctx = RowContext(file=path, split=_split_name(path, spec), spec=spec)
     source = spec.options.get("source") if spec.name == "jsonl" else None
     out: list[dict[str, Any]] = []
     for i, (lineno, row) in enumerate(read_records(path)):
@@ -402,5 +407,5 @@ def load_problems(spec: DatasetSpec, key: str = "data") -> pa.Table:
         return conform(synthetic_problems(spec, key), "problems")
     _check_options(spec, FILE_SOURCES[spec.name].options, key)
     if spec.name == "jsonl":
-        _field_map(spec, key)
+        _check_generic_spec(spec, key)
     return conform(load_records_as_problems(spec, key), "problems")

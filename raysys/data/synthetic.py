@@ -44,11 +44,10 @@ _MUL_PHRASES: tuple[str, ...] = (
     "Then {pron} ends up with {b} times as many {items} as before.",
     "Then the number of {items} {pron} has grows {b} times.",
 )
-_PRONOUNS: dict[str, tuple[str, str]] = {}   # name -> (subject, object); filled below
-for _n in NAMES:
-    _PRONOUNS[_n] = ("she", "her") if _n in {
-        "Ava", "Chloe", "Emma", "Grace", "Ivy", "Kara", "Mia", "Olive", "Rosa", "Tara", "Uma",
-        "Wendy", "Zoe"} else ("he", "him")
+_SHE = frozenset({"Ava", "Chloe", "Emma", "Grace", "Ivy", "Kara", "Mia", "Olive", "Rosa", "Tara",
+                  "Uma", "Wendy", "Zoe"})
+_PRONOUNS: dict[str, tuple[str, str]] = {   # name -> (subject, object)
+    name: ("she", "her") if name in _SHE else ("he", "him") for name in NAMES}
 
 VALID_OPS = frozenset("+-*")
 

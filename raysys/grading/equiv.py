@@ -291,10 +291,13 @@ def _keys_equiv(a: str, b: str, sym: float | None, pa: bool = False, pb: bool = 
 def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
     """Whether answer ``pred`` means the same as answer ``gold`` (rules: module docstring).
 
-    An empty ``pred`` is never correct. Every sympy call is bounded by ``timeout_s`` seconds.
+    An empty ``pred`` (or ``gold``) is never equivalent to anything. Every sympy call is
+    bounded by ``timeout_s`` seconds.
     """
     a, pa = normalize(pred)
     b, pb = normalize(gold)
+    if not a or not b:   # nothing to compare: even two empty answers are not a match
+        return False
     return _keys_equiv(a, b, timeout_s, pa, pb)
 
 
@@ -302,6 +305,8 @@ def fast_equiv(pred: str, gold: str) -> bool | None:
     """:func:`is_equiv` without sympy: ``None`` when only sympy could decide."""
     a, pa = normalize(pred)
     b, pb = normalize(gold)
+    if not a or not b:
+        return False
     try:
         return _keys_equiv(a, b, None, pa, pb)
     except NeedsSympy:

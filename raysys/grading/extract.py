@@ -12,8 +12,10 @@ STYLES = ("default", "w2s", "critique", "llm2", "math")
 
 _BOX_CMDS = ("\\boxed", "\\fbox")
 # A number as models write it: sign, thousands commas, decimals, an optional "/denominator".
-# A minus right after a digit, letter or bracket is subtraction ("10-3"), not a sign.
-_NUMBER = re.compile(r"(?:(?<![\w)\]}])-)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)")
+# A minus right after a digit, letter or bracket is subtraction ("10-3"), not a sign; the sign
+# may be the Unicode minus (U+2212) that some models write.
+_NUMBER = re.compile(
+    r"(?:(?<![\w)\]}])[-\u2212])?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)")
 _ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is")
 _TEXT_WRAP = re.compile(r"^\\(?:text|textbf|mathrm|mbox|textrm)\{(.*)\}$", re.S)
 
@@ -75,13 +77,14 @@ def hash_answer(text: str) -> str | None:
 
 
 def last_number(text: str) -> str | None:
-    """The last number in ``text`` with thousands commas removed (``"1,234.5"`` -> ``"1234.5"``)."""
+    """The last number in ``text`` with thousands commas removed (``"1,234.5"`` -> ``"1234.5"``)
+    and a Unicode minus sign written as ``-``."""
     found = None
     for found in _NUMBER.finditer(text):
         pass
     if found is None:
         return None
-    return found.group(0).replace(",", "")
+    return found.group(0).replace(",", "").replace("\u2212", "-")
 
 
 def clean_answer(ans: str) -> str:
@@ -134,13 +137,14 @@ def bare_answer(text: str) -> str | None:
     """``text`` itself when it is already just an answer (one line, no prose), else ``None``.
 
     Prose means a word of 3+ letters outside LaTeX commands and ``\\text{}``; a single word
-    (``east``) or a number with a unit (``5 dollars``) still counts as an answer.
+    (``east``) or a number followed by a unit (``5 dollars``, not ``Answer: 5``) still counts as
+    an answer.
     """
     s = text.strip()
     if not s or "\n" in s or len(s) > 200:
         return None
     tokens = s.split()
-    if (len(tokens) == 1 or (len(tokens) == 2 and re.search(r"\d", s))
+    if (len(tokens) == 1 or (len(tokens) == 2 and re.search(r"\d", tokens[0]))
             or not re.search(r"[a-zA-Z]{3,}", _COMMAND_OR_TEXT.sub(" ", s))):
         return s
     return None

@@ -7,13 +7,13 @@ ever read from safetensors: ``.bin`` files are pickles and can run code on load.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysys.data.io import read_json_object
 from raysys.errors import ModelError
 
 if TYPE_CHECKING:
@@ -92,19 +92,9 @@ def resolve_model_path(path_or_id: str | Path) -> str:
     return str(d)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}: invalid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ModelError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def _adapter_base(adapter_dir: Path) -> str:
+def adapter_base(adapter_dir: Path) -> str:
     """The base model named by an adapter's config; relative paths resolve beside the adapter."""
-    cfg = _read_json(adapter_dir / ADAPTER_CONFIG)
+    cfg = read_json_object(adapter_dir / ADAPTER_CONFIG, ModelError)
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise ModelError(f"{adapter_dir / ADAPTER_CONFIG}: no base_model_name_or_path; "
@@ -115,14 +105,16 @@ def _adapter_base(adapter_dir: Path) -> str:
     return base
 
 
-def _check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:
-    cfg = _read_json(model_dir / "config.json")
+def check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:
+    """Refuse a model whose config.json maps to custom code unless ``trust_remote_code``."""
+    cfg = read_json_object(model_dir / "config.json", ModelError)
     if cfg.get("auto_map") and not trust_remote_code:
         raise ModelError(f"model directory {model_dir}: config.json has auto_map (custom code); "
                          "set trust_remote_code: true in the model config to allow running it")
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> Any:
+def as_torch_dtype(dtype: str | torch.dtype) -> Any:
+    """``"float32"``/``"bfloat16"``/``"float16"`` -> the torch dtype; ``"auto"`` and dtypes pass."""
     import torch
 
     if isinstance(dtype, torch.dtype) or dtype == "auto":
@@ -143,7 +135,7 @@ def load_tokenizer(path: str | Path, *, padding_side: str = "left",
 
     d = Path(resolve_model_path(path))
     if is_adapter_dir(d) and not (d / "tokenizer_config.json").is_file():
-        d = Path(resolve_model_path(_adapter_base(d)))
+        d = Path(resolve_model_path(adapter_base(d)))
     tok = AutoTokenizer.from_pretrained(d, trust_remote_code=trust_remote_code)
     tok.padding_side = padding_side
     if tok.pad_token is None:
@@ -166,12 +158,12 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype = "auto", device: s
     if is_adapter_dir(base):
         if adapter is not None:
             raise ModelError(f"{path} is itself a LoRA adapter; cannot also apply adapter {adapter}")
-        adapter, base = str(base), Path(resolve_model_path(_adapter_base(base)))
+        adapter, base = str(base), Path(resolve_model_path(adapter_base(base)))
         if is_adapter_dir(base):
             raise ModelError(f"adapter {adapter}: its base {base} is another adapter (unsupported)")
-    _check_remote_code(base, trust_remote_code)
+    check_remote_code(base, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code)
+        base, dtype=as_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code)
     if adapter is not None:
         model = _apply_adapter(model, adapter, merge=merge)
     if device is not None:
@@ -210,21 +202,29 @@ def save_pretrained_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenize
     """Save ``model`` (safetensors) and ``tokenizer`` so ``out_dir`` is complete or absent.
 
     Everything is written to a temp dir beside ``out_dir`` and renamed into place; an existing
-    ``out_dir`` is replaced. Returns the resolved ``out_dir``.
+    ``out_dir`` is first renamed aside and deleted only after the new one is in place, so a
+    crash never leaves a half-deleted ``out_dir``. Returns the resolved ``out_dir``.
     """
     out = Path(out_dir).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old: Path | None = None
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if out.exists():
-            shutil.rmtree(out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
         tmp.rename(out)
     except BaseException:
+        if old is not None and (old / out.name).exists() and not out.exists():
+            (old / out.name).rename(out)   # put the previous dir back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -257,11 +257,11 @@ def model_info(path: str | Path) -> dict[str, Any]:
     info: dict[str, Any] = {"path": str(d), "params": count_safetensors_params(d)}
     if is_adapter_dir(d):
         info["kind"] = "adapter"
-        info["config"] = _read_json(d / ADAPTER_CONFIG)
-        info["base"] = _adapter_base(d)
+        info["config"] = read_json_object(d / ADAPTER_CONFIG, ModelError)
+        info["base"] = adapter_base(d)
     else:
         info["kind"] = "full"
-        info["config"] = _read_json(d / "config.json")
+        info["config"] = read_json_object(d / "config.json", ModelError)
     try:
         tok = load_tokenizer(str(d))
     except ModelError as e:   # an adapter whose base is not here: still describe the adapter

@@ -20,15 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from raysys.data.io import atomic_write_json
+from raysys.data.io import atomic_write_bytes, atomic_write_json
 from raysys.errors import ModelError
+from raysys.models.loading import (
+    ADAPTER_CONFIG, adapter_base, as_torch_dtype, check_remote_code, is_adapter_dir,
+    resolve_model_path,
+)
 
 HEAD_FILE = "verifier_head.safetensors"
 CONFIG_FILE = "verifier_config.json"
-ADAPTER_CONFIG = "adapter_config.json"  # PEFT's marker for an adapter directory
 HEAD_INIT_STD = 1e-3  # small, so an untrained head starts near "no preference" yet not all-zero
 
 # A sample list per sequence: (position, gt_token_id, neg_token_id).
@@ -72,33 +76,32 @@ class TokenVerifier(nn.Module):
         transformers, which otherwise picks its default. A directory written by
         :meth:`save_pretrained` also restores the head; if it holds a PEFT adapter, the adapter
         is loaded on top of its recorded base model.
-        Raises :class:`ModelError` when ``path`` is not a model directory.
+        Weights are read from safetensors only. Raises :class:`ModelError` when ``path`` (or an
+        adapter's base) is not a usable model directory, or asks for custom code that
+        ``trust_remote_code`` does not allow.
         """
         from transformers import AutoModel
 
-        root = Path(path).expanduser()
-        if not root.is_dir():
-            raise ModelError(f"verifier: model directory not found: {root}")
-        is_adapter = (root / ADAPTER_CONFIG).exists()
-        if not is_adapter and not (root / "config.json").exists():
-            raise ModelError(f"verifier: {root} has neither config.json nor {ADAPTER_CONFIG}; "
-                             f"expected an HF model directory or a saved verifier")
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        load_kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+        try:
+            root = Path(resolve_model_path(path))
+        except ModelError as e:
+            raise ModelError(f"verifier: {e}") from None
+        # Weights only from safetensors (resolve_model_path refuses pickle-only dirs too).
+        load_kwargs = {"dtype": as_torch_dtype(dtype), "trust_remote_code": trust_remote_code,
+                       "use_safetensors": True}
         if attn_implementation is not None:
             load_kwargs["attn_implementation"] = attn_implementation
-        if is_adapter:
-            from peft import PeftConfig, PeftModel
+        if is_adapter_dir(root):
+            from peft import PeftModel
 
-            base_path = PeftConfig.from_pretrained(str(root)).base_model_name_or_path
-            if not base_path or not Path(base_path).is_dir():
-                raise ModelError(f"verifier: adapter in {root} names base model {base_path!r}, "
-                                 f"which is not a directory here")
-            base = AutoModel.from_pretrained(base_path, **load_kwargs)
+            base_dir = Path(resolve_model_path(adapter_base(root)))
+            check_remote_code(base_dir, trust_remote_code)
+            base = AutoModel.from_pretrained(base_dir, **load_kwargs)
             backbone: nn.Module = PeftModel.from_pretrained(base, str(root), is_trainable=True)
             hidden = base.config.hidden_size
         else:
-            backbone = AutoModel.from_pretrained(str(root), **load_kwargs)
+            check_remote_code(root, trust_remote_code)
+            backbone = AutoModel.from_pretrained(root, **load_kwargs)
             hidden = backbone.config.hidden_size
         model = cls(backbone, hidden, seed=seed)
         head_path = root / HEAD_FILE
@@ -118,11 +121,11 @@ class TokenVerifier(nn.Module):
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        # Overwriting an older verifier: it stops counting as complete until this one is.
+        (out / CONFIG_FILE).unlink(missing_ok=True)
         self.backbone.save_pretrained(str(out))
         head = {"weight": self.head.weight.detach().to("cpu").contiguous()}
-        tmp = out / f".{HEAD_FILE}.tmp"
-        save_file(head, str(tmp))
-        tmp.replace(out / HEAD_FILE)
+        atomic_write_bytes(out / HEAD_FILE, safetensors_bytes(head))
         atomic_write_json(out / CONFIG_FILE, {
             "kind": "token_verifier",
             "hidden_size": int(self.head.in_features),
@@ -240,10 +243,10 @@ def score_token_pairs(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     """Score every (gt, neg) sample of a batch in ONE forward pass of ``model``.
 
     ``model`` is a :class:`TokenVerifier` or a wrapper whose forward has the same signature
-    (DeepSpeed engine, DDP). ``samples`` is per-sequence lists of ``(position, gt_id, neg_id)`` or a padded ``[B, S, 3]``
-    tensor (padding rows have position -1, or pass ``sample_mask``). ``s_gt`` is the score at
-    ``position`` of the real sequence; ``s_neg`` is the score ``neg_id`` would get in its place,
-    with the same prefix. Returns flattened ``(s_gt [B*S], s_neg [B*S], mask [B*S])``; entries
+    (DeepSpeed engine, DDP). ``samples`` is per-sequence lists of ``(position, gt_id, neg_id)``
+    or a padded ``[B, S, 3]`` tensor (padding rows have position -1, or pass ``sample_mask``).
+    ``s_gt`` is the score at ``position`` of the real sequence; ``s_neg`` is the score ``neg_id``
+    would get in its place, with the same prefix. Returns flattened ``(s_gt [B*S], s_neg [B*S], mask [B*S])``; entries
     where ``mask`` is False are padding. Raises ``ValueError`` when a sample's position is not a
     real token or the token there is not its ``gt_id``.
     """

@@ -179,17 +179,31 @@ def _parse_messages(row: dict[str, Any], index: int) -> list[dict[str, str]]:
     return messages
 
 
-def _parse_samples(row: dict[str, Any], index: int, ids: list[int]) -> list[list[int]]:
-    """Samples as ``[position, gt, neg]`` lists, checked against the rendered ids."""
+def _int_triple(triple: Any) -> list[int] | None:
+    """``triple`` as three ints (numpy ints included, bools not), or None."""
+    if isinstance(triple, (str, bytes, dict)) or not hasattr(triple, "__len__") or len(triple) != 3:
+        return None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in triple):
+        return None
+    return [int(v) for v in triple]
+
+
+def _parse_samples(row: dict[str, Any], index: int, ids: list[int],
+                   vocab_size: int) -> list[list[int]]:
+    """Samples as ``[position, gt, neg]`` lists, checked against the rendered ids and vocab."""
     raw = row.get("samples")
     if raw is None:
         raise DataError(f"token_pairs row {index}: missing field 'samples'")
+    if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__iter__"):
+        raise DataError(f"token_pairs row {index}: field 'samples' must be a list of "
+                        f"[position, gt_id, neg_id], got {type(raw).__name__}")
     samples: list[list[int]] = []
     for j, triple in enumerate(raw):
-        if len(triple) != 3 or not all(isinstance(v, numbers.Integral) for v in triple):
+        parsed = _int_triple(triple)
+        if parsed is None:
             raise DataError(f"token_pairs row {index} sample {j}: expected [position, gt_id, "
                             f"neg_id] ints, got {triple!r}")
-        pos, gt, _ = (int(v) for v in triple)
+        pos, gt, neg = parsed
         if not 0 <= pos < len(ids):
             raise DataError(f"token_pairs row {index} sample {j}: position {pos} outside the "
                             f"{len(ids)} rendered tokens")
@@ -197,7 +211,11 @@ def _parse_samples(row: dict[str, Any], index: int, ids: list[int]) -> list[list
             raise DataError(f"token_pairs row {index} sample {j}: rendered token at position "
                             f"{pos} is {ids[pos]}, sample's gt_id is {gt} (rendered with a "
                             f"different tokenizer or chat template?)")
-        samples.append([int(v) for v in triple])
+        # an out-of-range id would only fail later, as an opaque embedding index error
+        if not 0 <= neg < vocab_size:
+            raise DataError(f"token_pairs row {index} sample {j}: neg_id {neg} is not a token id "
+                            f"of this tokenizer (0..{vocab_size - 1})")
+        samples.append(parsed)
     return samples
 
 
@@ -214,7 +232,7 @@ def tokenize_token_pairs(rows: list[dict[str, Any]], tokenizer: Any, max_len: in
     examples: list[Example] = []
     for i, row in enumerate(rows):
         ids = render_chat_ids(_parse_messages(row, i), tokenizer)
-        samples = _parse_samples(row, i, ids)
+        samples = _parse_samples(row, i, ids, len(tokenizer))
         over = len(ids) > max_len
         if over and overflow == "drop":
             stats["dropped"] += 1

@@ -105,3 +105,10 @@ def test_show_incomplete_stage_and_missing_file(tmp_path: Path) -> None:
     assert "stage: incomplete (no _MANIFEST.json)" in _run("show", str(tmp_path / "stage")).output
     result = _run("show", str(tmp_path / "nope.parquet"))
     assert isinstance(result.exception, DataError) and "file not found" in str(result.exception)
+
+
+def test_show_row_count_option(tmp_path: Path) -> None:
+    src = _jsonl(tmp_path / "test.jsonl", GSM_ROWS)
+    assert "[0] " not in _run("show", str(src), "--rows", "0").output
+    result = _run("show", str(src), "--rows", "-1")   # would silently print all but the last
+    assert result.exit_code == 2 and "--rows" in result.output

@@ -156,6 +156,27 @@ def test_import_bad_sharegpt_and_missing_entry(tmp_path: Path) -> None:
         import_llamafactory(tmp_path, ["nope"])
 
 
+def test_sharegpt_system_must_be_a_string(tmp_path: Path) -> None:
+    _write_json(tmp_path / "dataset_info.json", {"sg": {
+        "file_name": "sg.json", "formatting": "sharegpt", "columns": {"system": "sys"}}})
+    _write_json(tmp_path / "sg.json", [{"sys": ["not", "text"], "conversations": [
+        {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}])
+    with pytest.raises(DataError, match=r"sg\.json: item 1: field 'sys' must be a string, got list"):
+        import_llamafactory(tmp_path)
+
+
+def test_malformed_dataset_info_names_file_and_line(tmp_path: Path) -> None:
+    info = tmp_path / "dataset_info.json"
+    info.write_text('{\n  "sft": {"file_name": "sft.json"},\n  oops\n}\n')
+    with pytest.raises(DataError, match=rf"^{info}:3: malformed JSON"):
+        import_llamafactory(tmp_path)
+    with pytest.raises(DataError, match=rf"^{info}:3: malformed JSON"):
+        export_llamafactory({"sft": _sft()}, tmp_path)   # never overwrites a file it cannot read
+    info.write_text("[]")
+    with pytest.raises(DataError, match=rf"^{info}: expected a JSON object, got list"):
+        import_llamafactory(tmp_path)
+
+
 def test_export_rejects_tables_that_are_neither_sft_nor_pairs(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="expected an sft"):
         export_llamafactory({"x": pa.table({"prompt": ["p"]})}, tmp_path)

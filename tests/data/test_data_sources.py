@@ -228,6 +228,16 @@ def test_missing_field_names_field_and_line(tmp_path: Path) -> None:
         _load("gsm8k", path)
 
 
+def test_wrong_field_type_names_field_and_line(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [{"question": "Q", "answer": "#### 1"},
+                                         {"question": ["Q"], "answer": "#### 2"}])
+    with pytest.raises(DataError, match=r"t\.jsonl:2: field 'question' must be a string, got list"):
+        _load("gsm8k", path)
+    # a numeric answer is fine where the source's answer is a bare value
+    path = _jsonl(tmp_path / "m.jsonl", [{"problem": "P", "answer": 12, "solution": "s"}])
+    assert _load("math500", path)[0]["gold_answer"] == "12"
+
+
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")

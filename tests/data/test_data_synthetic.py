@@ -85,15 +85,19 @@ def test_render_solution_and_apply_op_hand_computed() -> None:
     assert render_solution([[23, "+", 15, 38], [38, "-", 9, 29]]) == "23+15=38\n38-9=29\n#### 29"
     assert apply_op(7, "*", 6) == 42
     assert apply_op(7, "-", 7) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown op '/'"):
         apply_op(1, "/", 1)
 
 
-@pytest.mark.parametrize("bad", [
-    {"min_steps": 0}, {"min_steps": 3, "max_steps": 2}, {"max_operand": 1}, {"ops": "+/"}, {"ops": "-"},
+@pytest.mark.parametrize("bad, message", [
+    ({"min_steps": 0}, r"^steps: expected 1 <= min_steps <= max_steps, got 0\.\.3"),
+    ({"min_steps": 3, "max_steps": 2}, r"^steps: .*got 3\.\.2"),
+    ({"max_operand": 1}, r"^max_operand: expected >= 2, got 1"),
+    ({"ops": "+/"}, r"^ops: .*got '\+/'"),
+    ({"ops": "-"}, r"^ops: .*got '-'"),
 ])
-def test_bad_knobs_are_rejected(bad: dict) -> None:
-    with pytest.raises(ValueError):
+def test_bad_knobs_are_rejected(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         make_problems(1, **bad)
 
 

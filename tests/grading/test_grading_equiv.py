@@ -75,7 +75,7 @@ UNEQUAL = [
     ("(-\\infty, 2)", "(-\\infty, 2]"), ("(1,2)", "\\{1,2\\}"), ("1 - 12i", "1 + 12i"),
     ("y = 2x + 3", "y = 3x + 2"), ("5x - 7y + 11z + 4 = 0", "5x-7y+11z-4=0"), ("Evelyn", "Navin"),
     ("3R^2", "3"), ("2k+2", "2k"), ("-\\frac{\\pi}{6}", "\\frac{\\pi}{6}"), ("12", "12\\pi"),
-    ("\\frac{1}{0}", "1"), ("1/0", "0"),
+    ("\\frac{1}{0}", "1"), ("1/0", "0"), ("", ""), ("$ $", "$"),
 ]
 
 
@@ -94,7 +94,7 @@ def test_unequal_pairs(pred: str, gold: str) -> None:
 @pytest.mark.parametrize("pred, gold, expected", [
     ("1,000", "1000", True), ("50\\%", "0.5", True), ("\\frac{3}{4}", "0.75", True),
     ("7", "8", False), ("(1,2)", "(2,1)", False), ("\\{3,4\\}", "\\{4,3\\}", True),
-    ("east", "x", False),
+    ("east", "x", False), ("", "", False),
 ])
 def test_fast_path_decides_without_sympy(pred: str, gold: str, expected: bool) -> None:
     before = _to_sympy.cache_info()

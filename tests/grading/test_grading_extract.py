@@ -49,6 +49,8 @@ def test_hash_answer(text: str, expected: str | None) -> None:
     ("ratio 3/4", "3/4"),
     ("nothing", None),
     ("value .5", ".5"),
+    ("she ends with \u22125 apples", "-5"),   # a Unicode minus sign is still a sign
+    ("7\u22123", "3"),                         # ... and still subtraction after a digit
 ])
 def test_last_number(text: str, expected: str | None) -> None:
     assert last_number(text) == expected
@@ -81,6 +83,7 @@ MIXED = "She paid 3 dollars.\nThe answer is 12.\n#### 15"
     ("x=5", "default", "x=5"),
     ("east", "default", "east"),
     ("5 dollars", "default", "5 dollars"),
+    ("Answer: 42", "default", "42"),    # a label before the number is not a unit after it
     ("The cost is 5", "default", "5"),
     (r"\frac{1}{4}", "math", r"\frac{1}{4}"),
     (r"\frac{1}{4}", "llm2", "4"),

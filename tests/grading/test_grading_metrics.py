@@ -72,5 +72,5 @@ def test_wilson_interval(s: int, n: int, lo: float, hi: float) -> None:
 
 def test_wilson_interval_edges() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 0 <= successes <= n, got 3/2"):
         wilson_interval(3, 2)

@@ -18,6 +18,7 @@ from raysys.models.loading import (
     load_tokenizer,
     merge_adapter,
     resolve_model_path,
+    save_pretrained_atomic,
 )
 
 PROMPTS = ["Natalia sold 48 clips.", "What is 12 + 30?"]
@@ -119,6 +120,19 @@ def test_dtype_and_tokenizer_options(tiny_model_dir: Path) -> None:
         load_model(str(tiny_model_dir), dtype="float8")
 
 
+def test_save_pretrained_atomic_replaces_existing_dir(tiny_model_dir: Path, batch,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older save")
+    model = load_model(str(tiny_model_dir))
+    assert save_pretrained_atomic(model, load_tokenizer(str(tiny_model_dir)), out) == out
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]   # no .tmp-/.old- dirs left behind
+    torch.testing.assert_close(_logits(load_model(str(out)), batch), _logits(model, batch),
+                               atol=0, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------
@@ -156,7 +170,7 @@ def test_bin_only_dir_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_invalid_config_json(tiny_model_dir: Path, tmp_path: Path) -> None:
     d = shutil.copytree(tiny_model_dir, tmp_path / "broken")
     (d / "config.json").write_text("{not json")
-    with pytest.raises(ModelError, match=rf"{d / 'config.json'}: invalid JSON"):
+    with pytest.raises(ModelError, match=rf"{d / 'config.json'}:1: malformed JSON"):
         load_model(d)   # Path arguments are accepted as well as str
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,30 @@ def test_missing_dir_is_model_error(tmp_path: Path) -> None:
         TokenVerifier.from_pretrained(tmp_path / "nope")
     with pytest.raises(ModelError, match="config.json"):
         TokenVerifier.from_pretrained(tmp_path)
+
+
+def test_refuses_pickle_weights_and_unallowed_remote_code(tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    pickle_only = shutil.copytree(tiny_model_dir, tmp_path / "bin_only")
+    (pickle_only / "model.safetensors").rename(pickle_only / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=rf"^verifier: .*{pickle_only}: only pickle weights"):
+        TokenVerifier.from_pretrained(pickle_only)
+    custom = shutil.copytree(tiny_model_dir, tmp_path / "custom")
+    cfg = json.loads((custom / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "custom_llama.CustomLlama"}
+    (custom / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match=rf"{custom}: config.json has auto_map"):
+        TokenVerifier.from_pretrained(custom)
+
+
+def test_resave_over_an_old_verifier_replaces_its_head(tiny_model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    out = _verifier(tiny_model_dir).save_pretrained(tmp_path / "v")
+    newer = TokenVerifier.from_pretrained(tiny_model_dir, seed=5)
+    newer.save_pretrained(out)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files
+    loaded = TokenVerifier.from_pretrained(out)
+    assert torch.equal(loaded.head.weight, newer.head.weight)
 
 
 def test_score_at_p_depends_only_on_prefix_and_token(tiny_model_dir: Path) -> None:

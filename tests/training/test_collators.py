@@ -175,3 +175,13 @@ def test_token_pairs_bad_rows(tokenizer: Any) -> None:
         tokenize_token_pairs([row, {**row, "messages": "[{"}], tokenizer, 1024)
     with pytest.raises(DataError, match="expected \\[position, gt_id, neg_id\\]"):
         tokenize_token_pairs([{**row, "samples": [[3, ids[3]]]}], tokenizer, 1024)
+    with pytest.raises(DataError, match=r"sample 0: expected \[position, gt_id, neg_id\] ints, "
+                                        r"got \[True, "):
+        tokenize_token_pairs([{**row, "samples": [[True, ids[1], 7]]}], tokenizer, 1024)
+    for neg in (-1, len(tokenizer)):
+        with pytest.raises(DataError, match=rf"sample 0: neg_id {neg} is not a token id of this "
+                                            rf"tokenizer \(0\.\.{len(tokenizer) - 1}\)"):
+            tokenize_token_pairs([{**row, "samples": [[3, ids[3], neg]]}], tokenizer, 1024)
+    with pytest.raises(DataError, match="token_pairs row 0: field 'samples' must be a list of "
+                                        r"\[position, gt_id, neg_id\], got int"):
+        tokenize_token_pairs([{**row, "samples": 5}], tokenizer, 1024)
