@@ -1,0 +1,102 @@
+"""Start or join Ray the same way everywhere: tests, the laptop demo, ``ray job submit``.
+
+``address=None`` never silently attaches to some other cluster that happens to run on the
+machine: it joins only the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``) and
+otherwise starts a private local instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from raysys.config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+# Environment variables that workers need to behave like the driver (offline hubs, shared
+# compile caches); propagated through the job's runtime_env when set on the driver.
+PROPAGATED_ENV = (
+    "TORCH_EXTENSIONS_DIR",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "RAYSYS_SHARED_DATA",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "TOKENIZERS_PARALLELISM",
+)
+
+# On small machines Ray would reserve 30% of RAM for the object store; sampling tables are tiny.
+SMALL_MACHINE_OBJECT_STORE = 512 * 1024**2
+SMALL_MACHINE_CPUS = 8
+
+
+def runtime_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The subset of ``environ`` (default: ``os.environ``) that workers should inherit."""
+    env = os.environ if environ is None else environ
+    return {k: env[k] for k in PROPAGATED_ENV if k in env}
+
+
+def resolve_address(address: str | None, environ: dict[str, str] | None = None) -> str:
+    """Pick what ``ray.init`` connects to: ``RAY_ADDRESS`` when unset, else ``"local"``."""
+    env = os.environ if environ is None else environ
+    if address:
+        return address
+    return env.get("RAY_ADDRESS") or "local"
+
+
+def local_init_kwargs(cluster: ClusterConfig, cpu_count: int | None = None) -> dict[str, Any]:
+    """``ray.init`` arguments for a private local instance (bounded on small machines)."""
+    cpus = cluster.num_cpus if cluster.num_cpus is not None else (cpu_count or os.cpu_count() or 1)
+    kwargs: dict[str, Any] = {"num_cpus": cpus, "dashboard_host": "127.0.0.1"}
+    if cpus <= SMALL_MACHINE_CPUS:
+        kwargs["object_store_memory"] = SMALL_MACHINE_OBJECT_STORE
+    return kwargs
+
+
+def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) -> None:
+    """Initialise Ray once per process; later calls are no-ops.
+
+    ``cluster.address``: ``None`` -> ``RAY_ADDRESS`` if set, else a new local instance;
+    ``"auto"`` / ``"ray://host:port"`` / ``"host:port"`` -> connect to that cluster.
+    ``dashboard=False`` skips the local dashboard (tests: it costs seconds of start-up).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    cluster = cluster or ClusterConfig()
+    address = resolve_address(cluster.address)
+    kwargs: dict[str, Any] = {"address": address, "log_to_driver": True}
+    env_vars = runtime_env_vars()
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": env_vars}
+    if address == "local":
+        kwargs.update(local_init_kwargs(cluster))
+        kwargs["include_dashboard"] = dashboard and _dashboard_available()
+    ctx = ray.init(**kwargs)
+    dashboard = getattr(ctx, "dashboard_url", None)
+    where = "a new local instance" if address == "local" else address
+    if dashboard:
+        log.info("Ray started (%s); dashboard at http://%s", where, dashboard)
+    else:
+        log.info("Ray started (%s); no dashboard", where)
+
+
+def _dashboard_available() -> bool:
+    """The dashboard needs ``ray[default]`` extras; without them Ray refuses to start it."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def shutdown_ray() -> None:
+    """Shut Ray down if this process started or joined it."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
