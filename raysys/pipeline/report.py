@@ -1,0 +1,116 @@
+"""Human-readable views of a run: ``raysys status`` text and ``report.md``.
+
+Pure functions over ``state.json`` data and evaluation rows, so they test without a run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raysys.data.io import atomic_write_text
+
+PHASES = ("sampling", "grading", "training", "data")
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}m"
+
+
+def _fmt_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
+    items = []
+    for k, v in metrics.items():
+        if isinstance(v, (dict, list)):
+            continue
+        text = f"{v:.3g}" if isinstance(v, float) else str(v).replace("\n", " ")
+        items.append(f"{k}={text[:40]}")
+    return " ".join(items[:limit]) + (" …" if len(items) > limit else "")
+
+
+def format_status(state: dict[str, Any]) -> str:
+    """One line per stage: key, status, rows, seconds, a few scalar metrics."""
+    rows = [("stage", "status", "rows", "time", "metrics")]
+    for key, e in state.get("stages", {}).items():
+        rows.append((key, str(e.get("status", "?")),
+                     "-" if e.get("rows") is None else str(e["rows"]),
+                     _fmt_seconds(e.get("seconds")), _fmt_metrics(e.get("metrics") or {})))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    runs = state.get("runs", [])
+    lines.append(f"{len(runs)} invocation(s); last started {runs[-1]['start'] if runs else '-'}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def phase_timings(state: dict[str, Any]) -> dict[str, float]:
+    """Seconds per phase over all stages; ``orchestration`` = driver wall time not in a stage.
+
+    A stage's sampling time includes grading unless its metrics split them (``grading_s``),
+    in which case grading is moved to its own phase.
+    """
+    out = {p: 0.0 for p in PHASES}
+    for e in state.get("stages", {}).values():
+        secs = e.get("seconds")
+        if secs is None:
+            continue
+        phase = e.get("phase") or "data"
+        grading = float((e.get("metrics") or {}).get("grading_s") or 0.0)
+        if phase == "sampling" and 0 < grading <= secs:
+            out["grading"] += grading
+            secs -= grading
+        out[phase] = out.get(phase, 0.0) + secs
+    wall = sum(r.get("seconds") or 0.0 for r in state.get("runs", []))
+    out["orchestration"] = max(0.0, wall - sum(out.values()))
+    out["total"] = wall
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def accuracy_table(evals: list[dict[str, Any]]) -> str:
+    """Markdown table from rows ``{model, correct, n, [maj_k, maj_acc]}`` with Wilson 95% CIs."""
+    from raysys.grading.metrics import wilson_interval
+
+    has_maj = any(r.get("maj_acc") is not None for r in evals)
+    head = "| model | greedy acc | 95% CI | n |" + (" maj@k |" if has_maj else "")
+    sep = "|---|---|---|---|" + ("---|" if has_maj else "")
+    lines = [head, sep]
+    for r in evals:
+        n, c = int(r["n"]), int(r["correct"])
+        lo, hi = wilson_interval(c, n) if n else (0.0, 0.0)
+        acc = c / n if n else 0.0
+        line = f"| {r['model']} | {100 * acc:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | {n} |"
+        if has_maj:
+            maj = r.get("maj_acc")
+            cell = "-" if maj is None else f"{100 * maj:.1f}% (k={r.get('maj_k')})"
+            line += f" {cell} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def render_report(title: str, evals: list[dict[str, Any]], state: dict[str, Any],
+                  sections: dict[str, str] | None = None) -> str:
+    """The ``report.md`` text: accuracy table, extra sections, timings per phase."""
+    parts = [f"# {title}", "", "## Test accuracy", "", accuracy_table(evals), ""]
+    for head, body in (sections or {}).items():
+        parts += [f"## {head}", "", body, ""]
+    t = phase_timings(state)
+    parts += ["## Timings", "", "| phase | seconds |", "|---|---|"]
+    parts += [f"| {k} | {v:.1f} |" for k, v in t.items() if v or k != "grading"]
+    if not t.get("grading"):
+        parts.append("\nGrading runs inside the sampler actors; its time is part of sampling.")
+    parts += ["", "Per-stage details: `state.json`; one line per stage: `metrics.jsonl`.", ""]
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path, text: str) -> Path:
+    out = Path(run_dir) / "report.md"
+    atomic_write_text(out, text)
+    return out
+
+
+def read_metrics_lines(run_dir: str | Path) -> list[dict[str, Any]]:
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

@@ -1,0 +1,247 @@
+"""The driver loop's run directory: resolved config, ``state.json``, stages, resume.
+
+Layout (see ARCHITECTURE.md)::
+
+    <run_dir>/config.yaml        the resolved config the run used
+    <run_dir>/state.json         each stage: status, start/end, seconds, rows, outputs, metrics
+    <run_dir>/iter_<k>/<stage>/  part-*.parquet + _MANIFEST.json
+    <run_dir>/models/<name>/     HF model dirs or LoRA adapters (+ ``_COMPLETE.json``)
+    <run_dir>/metrics.jsonl      one JSON line per finished stage / evaluation
+    <run_dir>/report.md          written by the recipe through ``raysys.pipeline.report``
+
+A data stage is complete when its manifest exists; a model stage when its directory holds the
+completion marker (written into a temp dir that is then renamed into place). Complete stages
+are skipped on re-runs; incomplete ones are run again and the stage function finishes partial
+work (sampling resumes by ``(problem_id, sample_idx)``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raysys.data.io import atomic_write_json, atomic_write_text, read_manifest
+from raysys.errors import StageError
+
+STATE = "state.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+MODEL_MARKER = "_COMPLETE.json"
+
+StageFn = Callable[[Path], "dict[str, Any] | None"]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values), for config diffs."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out.update(flatten(v, key) if isinstance(v, dict) and v else {key: v})
+        return out
+    return {prefix: data}
+
+
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (added and removed keys included)."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>")
+            and not any(k == i or k.startswith(i + ".") for i in ignore)]
+
+
+@dataclass
+class StageResult:
+    """What a stage produced: where, how many rows, its metrics, and whether it was skipped."""
+
+    name: str
+    path: Path
+    rows: int | None
+    metrics: dict[str, Any]
+    skipped: bool
+
+
+class RunDir:
+    """A resumable run directory; the recipe calls :meth:`stage` / :meth:`model_stage` in order.
+
+    ``config`` is the resolved config as plain data. On an existing run dir it must equal the
+    stored ``config.yaml`` (keys in ``ignore_keys`` aside) unless ``force`` is set; otherwise a
+    :class:`StageError` names the differing keys before any stage runs.
+    """
+
+    def __init__(self, path: str | Path, config: dict[str, Any], *, force: bool = False,
+                 ignore_keys: tuple[str, ...] = ("run_dir",)) -> None:
+        self.path = Path(path).expanduser()
+        self.config = config
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._check_config(force, ignore_keys)
+        self.state: dict[str, Any] = self._load_state()
+        self.state.setdefault("stages", {})
+        self.state.setdefault("runs", [])
+        self.state["runs"].append({"start": _now(), "end": None, "seconds": None})
+        self._t0 = time.perf_counter()
+        self._save_state()
+
+    # -- config -----------------------------------------------------------------------------
+
+    def _check_config(self, force: bool, ignore: tuple[str, ...]) -> None:
+        cfg_path = self.path / CONFIG
+        if cfg_path.is_file() and not force:
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+            diff = config_diff(old, self.config, ignore)
+            if diff:
+                shown = ", ".join(diff[:10]) + (f" (+{len(diff) - 10} more)" if len(diff) > 10 else "")
+                raise StageError(f"{self.path}: config differs from the run's config.yaml in {shown}; "
+                                 "use a new run dir or --force to continue with the new config")
+        atomic_write_text(cfg_path, yaml.safe_dump(self.config, sort_keys=False))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        p = self.path / STATE
+        if not p.is_file():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise StageError(f"{p}: unreadable state file ({e.msg}); it is written atomically, "
+                             "so it was edited by hand") from None
+
+    def _save_state(self) -> None:
+        atomic_write_json(self.path / STATE, self.state)
+
+    def _record(self, key: str, **entry: Any) -> None:
+        cur = self.state["stages"].get(key, {})
+        cur.update(entry)
+        self.state["stages"][key] = cur
+        self._save_state()
+
+    def log_metrics(self, name: str, metrics: dict[str, Any], **extra: Any) -> None:
+        """Append one line to ``metrics.jsonl`` (read-modify-atomic-write: never half a line)."""
+        p = self.path / METRICS
+        old = p.read_text() if p.is_file() else ""
+        line = json.dumps({"stage": name, "time": _now(), **extra, "metrics": metrics},
+                          sort_keys=True, default=str)
+        atomic_write_text(p, old + line + "\n")
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def stage_dir(self, name: str, iteration: int = 0) -> Path:
+        return self.path / f"iter_{iteration}" / name
+
+    def model_dir(self, name: str) -> Path:
+        return self.path / "models" / name
+
+    def stage(self, name: str, *, fn: StageFn, iteration: int = 0, kind: str | None = None,
+              phase: str = "sampling") -> StageResult:
+        """Run data stage ``iter_<iteration>/<name>`` unless its manifest exists.
+
+        ``fn(out_dir)`` must leave a complete stage (manifest written last) and may return
+        metrics; they are merged with the manifest's ``metrics`` entry.
+        """
+        out = self.stage_dir(name, iteration)
+        key = f"iter_{iteration}/{name}"
+        manifest = read_manifest(out)
+        if manifest is not None:
+            return self._skip(key, name, out, manifest.get("rows"), manifest.get("metrics") or {})
+        out.mkdir(parents=True, exist_ok=True)
+        returned = self._run(key, name, out, fn, phase, kind)
+        manifest = read_manifest(out)
+        if manifest is None:
+            self._record(key, status="failed", error="stage function returned without a manifest")
+            raise StageError(f"{out}: stage '{name}' finished without writing _MANIFEST.json")
+        if kind is not None and manifest.get("kind") != kind:
+            self._record(key, status="failed", error=f"wrote kind {manifest.get('kind')!r}")
+            raise StageError(f"{out}: stage '{name}' wrote kind {manifest.get('kind')!r}, "
+                             f"expected {kind!r}")
+        metrics = {**(manifest.get("metrics") or {}), **(returned or {})}
+        return self._done(key, name, out, manifest.get("rows"), metrics)
+
+    def model_stage(self, name: str, *, fn: StageFn, phase: str = "training") -> StageResult:
+        """Produce ``models/<name>`` unless it is complete.
+
+        ``fn(tmp_dir)`` writes a model (or adapter) dir at ``tmp_dir`` (which does not exist
+        yet) and may return metrics; the marker is added and the dir renamed into place, so
+        ``models/<name>`` exists only when whole.
+        """
+        out = self.model_dir(name)
+        key = f"models/{name}"
+        marker = out / MODEL_MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            return self._skip(key, name, out, None, info.get("metrics") or {})
+        tmp = out.parent / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        returned = self._run(key, name, tmp, fn, phase, "model")
+        if not tmp.is_dir() or not any(tmp.iterdir()):
+            self._record(key, status="failed", error="no model written")
+            raise StageError(f"{tmp}: model stage '{name}' wrote nothing")
+        metrics = dict(returned or {})
+        atomic_write_json(tmp / MODEL_MARKER, {"name": name, "created": _now(), "metrics": metrics})
+        shutil.rmtree(out, ignore_errors=True)   # a stale partial dir from an older layout
+        tmp.rename(out)
+        return self._done(key, name, out, None, metrics)
+
+    def _run(self, key: str, name: str, out: Path, fn: StageFn, phase: str,
+             kind: str | None) -> dict[str, Any] | None:
+        self._record(key, status="running", start=_now(), end=None, seconds=None, phase=phase,
+                     kind=kind, path=str(out.relative_to(self.path)) if out.is_relative_to(self.path)
+                     else str(out))
+        t0 = time.perf_counter()
+        try:
+            returned = fn(out)
+        except BaseException as e:
+            self._record(key, status="failed", end=_now(), seconds=round(time.perf_counter() - t0, 3),
+                         error=f"{type(e).__name__}: {e}"[:500])
+            raise
+        self.state["stages"][key]["seconds"] = round(time.perf_counter() - t0, 3)
+        return returned
+
+    def _done(self, key: str, name: str, out: Path, rows: int | None,
+              metrics: dict[str, Any]) -> StageResult:
+        rel = str(out.relative_to(self.path))
+        self._record(key, status="complete", end=_now(), rows=rows, metrics=metrics, path=rel,
+                     error=None)
+        entry = self.state["stages"][key]
+        self.log_metrics(name, metrics, key=key, rows=rows, seconds=entry.get("seconds"),
+                         phase=entry.get("phase"))
+        return StageResult(name, out, rows, metrics, skipped=False)
+
+    def _skip(self, key: str, name: str, out: Path, rows: int | None,
+              metrics: dict[str, Any]) -> StageResult:
+        entry = self.state["stages"].get(key, {})
+        if entry.get("status") != "complete":
+            # complete on disk but not in state (killed between the manifest and state.json)
+            self._record(key, status="complete", rows=rows, metrics=metrics,
+                         path=str(out.relative_to(self.path)), end=entry.get("end") or _now())
+        return StageResult(name, out, rows, metrics, skipped=True)
+
+    def finish(self) -> None:
+        """Close this invocation's entry in ``state.json`` (driver wall time for the report)."""
+        run = self.state["runs"][-1]
+        run["end"] = _now()
+        run["seconds"] = round(time.perf_counter() - self._t0, 3)
+        self._save_state()
+
+    def stages(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield from self.state["stages"].items()
+
+
+def load_state(run_dir: str | Path) -> dict[str, Any]:
+    """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent."""
+    p = Path(run_dir) / STATE
+    if not p.is_file():
+        raise StageError(f"{run_dir}: not a run directory (no {STATE})")
+    return json.loads(p.read_text())

@@ -1,0 +1,225 @@
+"""The weak-to-strong recipe's typed config (``recipe: weak_to_strong``).
+
+Defaults are the paper's (Yang et al. 2024): greedy zero-shot weak labels, few-shot strong ICL
+with weak-model demonstrations, the hybrid stage-I set, stage II with n = 10 samples at T = 1.0,
+confidence thresholds 0.6 / 0.8, DPO. Every value check runs at load time, so a bad config is
+one ``ConfigError`` naming the key before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
+                           SamplingConfig, check_file, check_range)
+from raysys.training.config import LoraConfig
+
+W2S_STOP = ["Question", "Answer"]     # the paper's zero-shot stops (a new Q/A block)
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+@dataclass
+class StageTrain:
+    """Hyper-parameters of one training stage; model, data and output are set by the recipe."""
+
+    lr: float = 1e-4
+    epochs: int = 1
+    max_steps: int | None = None
+    micro_batch_size: int = 4
+    grad_accum: int = 1
+    num_workers: int = 1
+    zero_stage: int = 2
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_len: int = 1024
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    merge_output: bool = True           # a merged HF dir is what the next stage samples/trains
+    dpo_beta: float = 0.1
+    orpo_lambda: float = 0.1
+    use_gpu: bool = False
+
+    def validate(self, path: str) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{_key(path, 'lr')}: expected > 0, got {self.lr}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"{_key(path, 'zero_stage')}: expected one of 0, 1, 2, 3, got {self.zero_stage}")
+        for name in ("epochs", "micro_batch_size", "grad_accum", "num_workers", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_key(path, name)}: expected >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"{_key(path, 'max_steps')}: expected >= 1, got {self.max_steps}")
+        check_range(self.warmup_ratio, _key(path, "warmup_ratio"), 0.0, 1.0)
+
+    def train_fields(self) -> dict[str, Any]:
+        """The ``TrainConfig`` keys this section sets (as plain data)."""
+        from raysys.config import to_dict
+
+        return to_dict(self)
+
+
+@dataclass
+class TinyModel:
+    """Build a tiny model locally (``models.<name>.path: tiny``), optionally pre-trained on
+    synthetic problems (question -> worked solution) through the project's trainer."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 2
+    vocab_size: int = 512
+    seed: int = 0
+    pretrain_problems: int = 0          # 0: no pre-training
+    pretrain_seed: int = 1000
+    pretrain: StageTrain = field(default_factory=lambda: StageTrain(
+        lr=3e-3, lora=LoraConfig(enabled=False), merge_output=False, warmup_ratio=0.05))
+
+    def validate(self, path: str) -> None:
+        if self.hidden % 64 or self.hidden // 64 != self.heads:
+            raise ConfigError(f"{_key(path, 'hidden')}: expected heads * 64 (head_dim 64), "
+                              f"got hidden={self.hidden}, heads={self.heads}")
+        if self.pretrain_problems < 0:
+            raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
+
+
+@dataclass
+class W2SData:
+    """The paper's splits: train_1 (gold, weak SFT), train_2 (unlabelled), test."""
+
+    train_2: DatasetSpec
+    test: DatasetSpec
+    train_1: DatasetSpec | None = None
+    weak_outputs: str | None = None     # precomputed weak labels JSONL (id, prompt, response, ...)
+    grade_style: str = "w2s"
+    math_like: bool = False             # MATH-like data: several pairs per question in stage II
+
+    def validate(self, path: str) -> None:
+        check_file(self.weak_outputs, _key(path, "weak_outputs"))
+
+
+@dataclass
+class W2SModels:
+    strong: ModelSpec
+    weak: ModelSpec | None = None       # a trained weak model, or the base that weak_sft trains
+
+
+@dataclass
+class TinyModels:
+    weak: TinyModel | None = None
+    strong: TinyModel | None = None
+
+
+@dataclass
+class WeakSFT:
+    """Step 1: SFT of the weak model on train_1 (question -> gold solution)."""
+
+    enabled: bool = True
+    train: StageTrain = field(default_factory=StageTrain)
+
+
+@dataclass
+class ICLConfig:
+    """Step 3: the strong model's few-shot answers."""
+
+    k: int = 4
+    demos_from: Literal["weak", "gold"] = "weak"   # the paper: weak-model outputs
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        if self.k < 1:
+            raise ConfigError(f"{_key(path, 'k')}: expected >= 1, got {self.k}")
+
+
+@dataclass
+class Stage1Config:
+    variant: Literal["hybrid", "weak", "icl"] = "hybrid"
+    iterations: int = 1                 # 2: relabel with the stage-I model and train again
+    train: StageTrain = field(default_factory=StageTrain)
+
+    def validate(self, path: str) -> None:
+        if self.iterations not in (1, 2):
+            raise ConfigError(f"{_key(path, 'iterations')}: expected 1 or 2, got {self.iterations}")
+
+
+@dataclass
+class Stage2Config:
+    enabled: bool = True
+    n: int = 10
+    temperature: float = 1.0
+    min_confidence: float = 0.6
+    high_confidence: float = 0.8
+    max_pairs: int | None = None        # default: 1, or 3 when data.math_like
+    method: Literal["dpo", "orpo"] = "dpo"
+    seed: int = 0
+    train: StageTrain = field(default_factory=lambda: StageTrain(lr=5e-6))
+
+    def validate(self, path: str) -> None:
+        check_range(self.min_confidence, _key(path, "min_confidence"), 0.0, 1.0)
+        check_range(self.high_confidence, _key(path, "high_confidence"), 0.0, 1.0)
+        if self.n < 2:
+            raise ConfigError(f"{_key(path, 'n')}: expected >= 2 samples for a majority, got {self.n}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{_key(path, 'temperature')}: expected > 0, got {self.temperature}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ConfigError(f"{_key(path, 'max_pairs')}: expected >= 1, got {self.max_pairs}")
+
+
+@dataclass
+class W2SEval:
+    maj_k: int = 0                      # > 1: also sample k at ``temperature`` for maj@k
+    temperature: float = 0.7
+
+    def validate(self, path: str) -> None:
+        if self.maj_k < 0 or self.maj_k == 1:
+            raise ConfigError(f"{_key(path, 'maj_k')}: expected 0 (off) or >= 2, got {self.maj_k}")
+
+
+@dataclass
+class W2SConfig:
+    """``recipe: weak_to_strong``: the whole method, top to bottom."""
+
+    recipe: Literal["weak_to_strong"]
+    run_dir: str
+    data: W2SData
+    models: W2SModels
+    tiny: TinyModels = field(default_factory=TinyModels)
+    weak_sft: WeakSFT = field(default_factory=WeakSFT)
+    icl: ICLConfig = field(default_factory=ICLConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    eval: W2SEval = field(default_factory=W2SEval)
+    greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(
+        max_new_tokens=256, stop=list(W2S_STOP)))
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    export_llamafactory: bool = True
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        for name in ("weak", "strong"):
+            spec = getattr(self.models, name)
+            if spec is not None and spec.path == "tiny" and getattr(self.tiny, name) is None:
+                raise ConfigError(f"tiny.{name}: required when models.{name}.path is 'tiny'")
+        if self.stage2.min_confidence > self.stage2.high_confidence:
+            raise ConfigError(f"stage2.min_confidence: expected <= stage2.high_confidence "
+                              f"({self.stage2.high_confidence}), got {self.stage2.min_confidence}")
+        if self.data.weak_outputs is None and self.models.weak is None:
+            raise ConfigError("models.weak: required unless data.weak_outputs gives weak labels")
+        if (self.weak_sft.enabled and self.models.weak is not None and self.data.weak_outputs is None
+                and self.data.train_1 is None):
+            raise ConfigError("data.train_1: required to train the weak model (weak_sft.enabled); "
+                              "set weak_sft.enabled: false to use models.weak as trained")
+        if self.icl.demos_from == "gold" and self.data.train_1 is None:
+            raise ConfigError("data.train_1: required for icl.demos_from 'gold' (gold demonstrations "
+                              "come from the labelled split)")
+        if self.greedy.temperature != 0.0:
+            raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
+
+    @property
+    def pairs_per_question(self) -> int:
+        if self.stage2.max_pairs is not None:
+            return self.stage2.max_pairs
+        return 3 if self.data.math_like else 1
