@@ -18,6 +18,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = 0
     logprobs: bool = False      # also return per-token logprobs in Completion.token_logprobs
+    ignore_eos: bool = False    # generate max_new_tokens regardless of EOS (benchmarks)
 
     def __post_init__(self) -> None:
         if self.n < 1:
