@@ -1,0 +1,50 @@
+"""``raysys train``: fine-tune a model on Ray Train (DeepSpeed + PEFT LoRA)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("train")
+@click.option("--kind", type=click.Choice(["sft", "dpo", "orpo", "verifier"]), default=None,
+              help="Loss: sft, dpo, orpo or verifier (LLM2 token pairs).")
+@click.option("--model", "model", default=None, help="Model directory to start from.")
+@click.option("--data", default=None, help="Parquet file, stage dir, LLaMA-Factory JSON or JSONL.")
+@click.option("--out", default=None, help="Output model / adapter directory.")
+@click.option("--workers", type=int, default=None, help="Ray Train workers (default 1).")
+@click.option("--zero", type=int, default=None, help="DeepSpeed ZeRO stage 0-3 (default 2).")
+@click.option("--lora-r", type=int, default=None, help="LoRA rank; 0 for full fine-tuning.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides epochs).")
+@click.option("--run-dir", default=None, help="Ray Train storage / resume dir "
+                                             "(default <out>/../ray_train).")
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="YAML file with TrainConfig keys.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set warmup_ratio=0.1 (repeatable).")
+def train(kind: str | None, model: str | None, data: str | None, out: str | None,
+          workers: int | None, zero: int | None, lora_r: int | None, lr: float | None,
+          max_steps: int | None, run_dir: str | None, config_path: str | None,
+          overrides: tuple[str, ...]) -> None:
+    """Fine-tune MODEL on DATA with one of the sft/dpo/orpo/verifier losses; write OUT."""
+    from raysys.config import deep_merge, load_yaml, parse_overrides, from_dict
+    from raysys.training.config import TrainConfig
+
+    raw = load_yaml(config_path) if config_path else {}
+    flags = {"kind": kind, "model": model, "data": data, "out": out, "num_workers": workers,
+             "zero_stage": zero, "lr": lr, "max_steps": max_steps}
+    raw = deep_merge(raw, {k: v for k, v in flags.items() if v is not None})
+    if lora_r is not None:
+        lora = {"enabled": False} if lora_r == 0 else {"r": lora_r, "enabled": True}
+        raw = deep_merge(raw, {"lora": lora})
+    raw = deep_merge(raw, parse_overrides(overrides))
+    cfg = from_dict(TrainConfig, raw)
+
+    from raysys.training.trainer import train as run_train
+
+    result = run_train(cfg, run_dir=run_dir)
+    status = "done" if result.completed else "halted (rerun to resume)"
+    click.echo(f"{status}: {result.out}")
+    click.echo(json.dumps({k: v for k, v in result.metrics.items() if v is not None}))

@@ -1,0 +1,170 @@
+"""The Ray Train wrapper: validate inputs on the driver, run the per-worker loop, return the
+trained model's path and final metrics.
+
+Everything that can be checked before starting workers is (config values, LoRA targets, every
+data row), so bad input costs one clear error instead of a worker-group stack trace.
+Re-running with the same ``run_dir`` and ``name`` resumes from the latest checkpoint (Ray
+Train restores its checkpoint manager from storage); a finished run is not retrained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raysys.config import to_dict
+from raysys.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS_DIR = "~/.cache/torch_extensions"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    out: Path                               # the model / adapter / verifier dir (if completed)
+    completed: bool                         # False when halted by ``stop_after_steps``
+    metrics: dict[str, Any] = field(default_factory=dict)   # last reported step metrics
+    work_dir: Path | None = None            # Ray Train storage, metrics.jsonl, reference logps
+    checkpoint: str | None = None           # latest checkpoint path
+
+    @property
+    def metrics_path(self) -> Path:
+        """The per-step metrics file (one JSON line per logged step)."""
+        assert self.work_dir is not None
+        return self.work_dir / "metrics.jsonl"
+
+
+def _start_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        from raysys.distributed.ray_init import init_ray
+    except ImportError:
+        ray.init(address="local", include_dashboard=False)
+        return
+    init_ray(dashboard=False)
+
+
+def prebuild_cpu_comm_op() -> None:
+    """Compile (or load from cache) DeepSpeed's CPU shared-memory comm op on the driver.
+
+    Compiled inside a Ray Train worker, the ~1 min build can trip the worker health check;
+    built here once, workers find it in TORCH_EXTENSIONS_DIR.
+    """
+    import contextlib
+    import io
+
+    from deepspeed.comm.torch import build_shm_op
+
+    from raysys.training.worker import ensure_compiler
+
+    ensure_compiler()
+    with contextlib.redirect_stdout(io.StringIO()):   # keeps `raysys train` output to results
+        build_shm_op()
+
+
+def _fit_pinned_to_this_cluster(trainer: Any) -> Any:
+    """Run ``trainer.fit()`` in a task whose environment names this cluster's address.
+
+    Ray Train's placement-group cleaner finds "the" cluster through the State API; on a
+    machine running several local Ray instances it can resolve another one, not find the
+    controller there, and remove this run's placement group mid-training. ``RAY_ADDRESS``
+    in the task's runtime env is inherited by the controller and the cleaner.
+    """
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def fit(t: Any) -> Any:
+        return t.fit()
+
+    return ray.get(fit.options(runtime_env={"env_vars": {"RAY_ADDRESS": address}}).remote(trainer))
+
+
+def resolve_work_dir(cfg: TrainConfig, run_dir: str | Path | None) -> Path:
+    """Where Ray Train storage and run-side files live: ``run_dir`` or ``<out>/../ray_train``."""
+    base = Path(run_dir) if run_dir is not None else Path(cfg.out).expanduser().resolve().parent / "ray_train"
+    return base.expanduser().resolve()
+
+
+def _unwrap_worker_error(err: BaseException) -> BaseException:
+    """A user error raised inside a worker, re-raised as itself rather than a group error."""
+    from raysys.errors import USER_ERRORS
+
+    failures = getattr(err, "worker_failures", None) or {}
+    for exc in failures.values():
+        cause = exc
+        while cause is not None and not isinstance(cause, USER_ERRORS):
+            cause = cause.__cause__ or getattr(cause, "cause", None)
+        if cause is not None:
+            return cause
+    return err
+
+
+def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` with Ray Train; write ``cfg.out``; return the result.
+
+    Raises ConfigError / DataError / ModelError for bad input before any worker starts.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysys.data.io import DataError
+    from raysys.models.loading import load_tokenizer
+    from raysys.training.data import load_rows, tokenize_rows
+    from raysys.training.model_setup import validate_model_for_training
+    from raysys.training.worker import train_loop_per_worker
+
+    validate_model_for_training(cfg)
+    rows = load_rows(cfg.data, cfg.kind)
+    tokenizer = load_tokenizer(cfg.model, padding_side="right", trust_remote_code=cfg.trust_remote_code)
+    examples, stats = tokenize_rows(cfg.kind, rows, tokenizer, cfg.max_len, cfg.overflow, cfg.data)
+    global_batch = cfg.num_workers * cfg.micro_batch_size * cfg.grad_accum
+    if len(examples) < global_batch:
+        raise DataError(f"{cfg.data}: {len(examples)} examples, fewer than one global batch of "
+                        f"{global_batch} (num_workers x micro_batch_size x grad_accum)")
+    log.info("training data: %s", stats)
+    work_dir = resolve_work_dir(cfg, run_dir)
+    state_dir = work_dir / f"{cfg.name}-files"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # A stable extensions dir: DeepSpeed's CPU comm op compiles once (~1 min), then is reused.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(DEFAULT_EXTENSIONS_DIR).expanduser()))
+
+    if not cfg.use_gpu:
+        prebuild_cpu_comm_op()
+    _start_ray()
+    resources = dict(cfg.resources_per_worker) or None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "examples": ray.put(examples), "work_dir": str(state_dir),
+                           "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            storage_path=str(work_dir), name=cfg.name,
+            checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
+            failure_config=FailureConfig(max_failures=cfg.max_failures)),
+    )
+    try:
+        result = _fit_pinned_to_this_cluster(trainer)
+    except Exception as e:  # noqa: BLE001 - re-raised, unwrapped when it is a user error
+        inner = _unwrap_worker_error(getattr(e, "cause", None) or e)
+        if inner is not e:
+            raise inner from None
+        raise
+    out = Path(cfg.out).expanduser().resolve()
+    metrics = dict(result.metrics or {})
+    completed = bool(metrics.get("done")) and out.is_dir()
+    return TrainResult(out=out, completed=completed, metrics=metrics, work_dir=state_dir,
+                       checkpoint=result.checkpoint.path if result.checkpoint else None)
+

@@ -1,0 +1,51 @@
+"""The LR curve and the data plan: pure functions, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from raysys.training.schedule import epoch_order, lr_factor, micro_batches, total_steps
+
+
+def test_lr_warmup_then_cosine_hand_values() -> None:
+    # 10 steps, warmup 0.2 -> 2 warmup steps (1/2, 2/2), then cosine over the remaining 8.
+    assert lr_factor(0, 10, 0.2) == pytest.approx(0.5)
+    assert lr_factor(1, 10, 0.2) == pytest.approx(1.0)
+    assert lr_factor(2, 10, 0.2) == pytest.approx(1.0)              # cos(0)
+    assert lr_factor(6, 10, 0.2) == pytest.approx(0.5)              # halfway: (1 + cos(pi/2)) / 2
+    assert lr_factor(4, 10, 0.2) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor(10, 10, 0.2) == pytest.approx(0.0)
+
+
+def test_lr_without_warmup_starts_at_peak() -> None:
+    assert lr_factor(0, 4, 0.0) == pytest.approx(1.0)
+    assert lr_factor(2, 4, 0.0) == pytest.approx(0.5)
+
+
+def test_total_steps_drops_incomplete_global_batch() -> None:
+    assert total_steps(20, 8, epochs=3, max_steps=None) == 6     # 2 full batches per epoch
+    assert total_steps(20, 8, epochs=3, max_steps=5) == 5
+
+
+def test_epoch_order_is_a_seeded_permutation() -> None:
+    a, b = epoch_order(50, seed=1, epoch=0), epoch_order(50, seed=1, epoch=1)
+    assert sorted(a) == list(range(50)) and a == epoch_order(50, seed=1, epoch=0)
+    assert a != b and a != epoch_order(50, seed=2, epoch=0)
+
+
+@pytest.mark.parametrize("world,micro,accum", [(2, 4, 1), (1, 8, 1), (1, 4, 2), (2, 2, 2)])
+def test_global_batch_is_the_same_however_it_is_split(world: int, micro: int, accum: int) -> None:
+    """2 workers x 4 == 1 x 8 == accum 2 x 4: same example set per optimizer step."""
+    for step in range(7):   # 3 steps per epoch of 27 examples: crosses two epoch boundaries
+        parts = [i for r in range(world)
+                 for mb in micro_batches(step, 27, 3, rank=r, world=world, micro=micro, accum=accum)
+                 for i in mb]
+        ref = micro_batches(step, 27, 3, rank=0, world=1, micro=8, accum=1)[0]
+        assert sorted(parts) == sorted(ref) and len(set(parts)) == 8
+
+
+def test_micro_batches_rejects_dataset_smaller_than_a_global_batch() -> None:
+    with pytest.raises(ValueError, match="smaller than one global batch"):
+        micro_batches(0, 5, 0, rank=0, world=2, micro=4, accum=1)

@@ -1,0 +1,92 @@
+"""Bad training input fails before any worker starts, with one error naming what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raysys.config import ConfigError, from_dict
+from raysys.data.io import DataError
+from raysys.training.config import TrainConfig
+from raysys.training.data import load_rows
+from raysys.training.trainer import train
+from raysys.training.worker import deepspeed_config
+
+from conftest import pair_rows, sft_rows, write_jsonl
+
+
+def _cfg(model: Path, data: Path, out: Path, **kw) -> TrainConfig:
+    return from_dict(TrainConfig, {"kind": "dpo", "model": str(model), "data": str(data),
+                                   "out": str(out), **kw})
+
+
+def test_zero_stage_4_is_a_config_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "p.jsonl", pair_rows(4))
+    with pytest.raises(ConfigError, match=r"^zero_stage: expected one of 0, 1, 2, 3, got 4"):
+        _cfg(tiny_model_dir, data, tmp_path / "out", zero_stage=4)
+
+
+def test_unknown_key_and_wrong_type_name_the_key(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "p.jsonl", pair_rows(4))
+    with pytest.raises(ConfigError, match=r"^lora\.rank: unknown key \(known: enabled, r, alpha"):
+        _cfg(tiny_model_dir, data, tmp_path / "out", lora={"rank": 8})
+    with pytest.raises(ConfigError, match=r"^micro_batch_size: expected int, got 'big'"):
+        _cfg(tiny_model_dir, data, tmp_path / "out", micro_batch_size="big")
+    with pytest.raises(ConfigError, match=r"^model: model directory not found"):
+        _cfg(tmp_path / "nope", data, tmp_path / "out")
+
+
+def test_pairs_file_missing_chosen_names_file_and_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = pair_rows(3)
+    del rows[1]["chosen"]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        train(_cfg(tiny_model_dir, data, tmp_path / "out"))
+    assert str(e.value) == (f"{data}:2: missing field 'chosen' "
+                            f"(pairs rows need prompt, chosen, rejected)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_dataset_is_one_data_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: empty dataset"):
+        train(_cfg(tiny_model_dir, data, tmp_path / "out", kind="sft"))
+
+
+def test_dataset_smaller_than_a_global_batch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(5))
+    with pytest.raises(DataError, match="5 examples, fewer than one global batch of 8"):
+        train(_cfg(tiny_model_dir, data, tmp_path / "out", kind="sft", num_workers=2,
+                   micro_batch_size=4))
+
+
+def test_unknown_lora_target_lists_the_model_linear_modules(tiny_model_dir: Path,
+                                                            tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "p.jsonl", pair_rows(4))
+    cfg = _cfg(tiny_model_dir, data, tmp_path / "out", lora={"target_modules": ["q_proj", "qkv"]})
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    assert str(e.value) == ("lora.target_modules: unknown module(s) qkv; this model's linear "
+                            "modules are: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
+                            "up_proj, v_proj")
+
+
+def test_llama_factory_rows_are_mapped(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "lf.jsonl", [
+        {"instruction": "Add 2 and 3.", "input": "", "chosen": "#### 5", "rejected": "#### 6"}])
+    (row,) = load_rows(data, "dpo")
+    assert (row["chosen"], row["rejected"]) == ("#### 5", "#### 6")
+    assert row["prompt"].startswith("Add 2 and 3.")
+
+
+def test_deepspeed_config_batch_arithmetic_and_optimizer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "p.jsonl", pair_rows(4))
+    cfg = _cfg(tiny_model_dir, data, tmp_path / "out", micro_batch_size=4, grad_accum=3,
+               zero_stage=3, max_grad_norm=0.5)
+    ds = deepspeed_config(cfg, world=2)
+    assert ds["train_batch_size"] == 24 and ds["gradient_accumulation_steps"] == 3
+    assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_clipping"] == 0.5
+    assert "optimizer" not in ds and ds["zero_allow_untested_optimizer"] is True
+    assert ds["bf16"]["enabled"] is False          # auto on CPU -> fp32
