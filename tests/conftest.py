@@ -7,6 +7,7 @@ a test that accidentally reaches for a hub id fails at once instead of hanging o
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from raysys.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_connection_leaks_between_modules():
+    """In-process runs (``raysys eval``, recipes) call ``init_ray`` and, like a CLI process,
+    never shut Ray down; a module fixture that starts its own instance must not find one."""
+    yield
+    ray = sys.modules.get("ray")   # never import Ray just to check
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

@@ -8,6 +8,7 @@ otherwise starts a private local instance.
 from __future__ import annotations
 
 import logging
+import json
 import os
 from typing import Any
 
@@ -34,9 +35,20 @@ SMALL_MACHINE_CPUS = 8
 
 
 def runtime_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The subset of ``environ`` (default: ``os.environ``) that workers should inherit."""
+    """The subset of ``environ`` (default: ``os.environ``) that workers should inherit.
+
+    Inside a ``ray job submit`` driver, keys the job's own runtime_env already sets are left
+    out: Ray refuses to merge a driver runtime_env that names the same env var as the job's.
+    """
     env = os.environ if environ is None else environ
-    return {k: env[k] for k in PROPAGATED_ENV if k in env}
+    taken: set[str] = set()
+    job_config = env.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_config:
+        try:
+            taken = set((json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {})
+        except (ValueError, AttributeError):
+            taken = set()
+    return {k: env[k] for k in PROPAGATED_ENV if k in env and k not in taken}
 
 
 def resolve_address(address: str | None, environ: dict[str, str] | None = None) -> str:

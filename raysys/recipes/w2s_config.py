@@ -74,6 +74,10 @@ class TinyModel:
     seed: int = 0
     pretrain_problems: int = 0          # 0: no pre-training
     pretrain_seed: int = 1000
+    # Up to this many solved problems precede each pre-training example in the few-shot format,
+    # as in the documents a real base model is pre-trained on; without them a tiny "strong"
+    # model has never seen a few-shot prompt and its in-context answers (step 3) are noise.
+    pretrain_max_demos: int = 0
     pretrain: StageTrain = field(default_factory=lambda: StageTrain(
         lr=3e-3, lora=LoraConfig(enabled=False), merge_output=False, warmup_ratio=0.05))
 
@@ -83,6 +87,8 @@ class TinyModel:
                               f"got hidden={self.hidden}, heads={self.heads}")
         if self.pretrain_problems < 0:
             raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
+        if self.pretrain_max_demos < 0:
+            raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected >= 0")
 
 
 @dataclass

@@ -95,3 +95,15 @@ def test_local_init_kwargs_bound_small_machines_and_bind_localhost() -> None:
 def test_runtime_env_vars_propagates_only_known_keys() -> None:
     env = {"HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": "/x", "SECRET_TOKEN": "s"}
     assert runtime_env_vars(env) == {"HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": "/x"}
+
+
+def test_runtime_env_vars_leave_out_what_a_submitted_job_already_sets() -> None:
+    import json
+
+    from raysys.distributed.ray_init import runtime_env_vars
+
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    assert runtime_env_vars(env) == env
+    job = {"runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}, "working_dir": "gcs://x"}}
+    inside_job = {**env, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)}
+    assert runtime_env_vars(inside_job) == {"HF_HUB_OFFLINE": "1"}

@@ -83,3 +83,21 @@ def test_cli_bad_config_fails_before_any_work(tmp_path: Path) -> None:
     assert len(lines) == 1 and "stage2.min_confidence: expected a value in [0.0, 1.0]" in lines[0]
     assert str(path) in lines[0]
     assert not (tmp_path / "run").exists()              # nothing started, nothing written
+
+
+def test_pretrain_rows_mix_zero_and_few_shot_prompts_without_self_demos() -> None:
+    from raysys.data.synthetic import make_problems
+    from raysys.prompts import build_prompt
+    from raysys.recipes.weak_to_strong import pretrain_rows
+
+    problems = make_problems(60, seed=5)
+    rows = pretrain_rows(problems, max_demos=2, seed=0)
+    assert [r["response"] for r in rows] == [" " + p["solution"].strip() for p in problems]
+    demos_per_row = [r["prompt"].count("Question:") - 1 for r in rows]
+    assert set(demos_per_row) == {0, 1, 2}
+    for r, p in zip(rows, problems):
+        assert r["prompt"].endswith(build_prompt(p["question"], "zero_shot"))
+        assert r["prompt"].count(p["question"]) == 1          # never its own demonstration
+    assert pretrain_rows(problems, max_demos=2, seed=0) == rows
+    assert all(r["prompt"] == build_prompt(p["question"], "zero_shot")
+               for r, p in zip(pretrain_rows(problems, 0, 0), problems))
