@@ -47,10 +47,17 @@ def token_auth_head(tmp_path):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
+    # Every port this head listens on is a free one: Ray's defaults (e.g. the dashboard agent's
+    # 52365) collide with any other Ray instance on the machine, and the job server then has
+    # "no available agent".
+    ports = {flag: _free_port() for flag in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={short}",
-         "--object-store-memory=400000000", "--include-dashboard=true"],
+         "--object-store-memory=400000000", "--include-dashboard=true",
+         *(f"--{flag}={port}" for flag, port in ports.items())],
         env=env, cwd=REPO, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
@@ -95,7 +102,7 @@ def test_quick_demo_runs_as_a_ray_job(token_auth_head, tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     job_id = next(w for line in r.stdout.splitlines() for w in line.replace("'", " ").split()
                   if w.startswith("raysubmit_"))
-    deadline = time.time() + 600
+    deadline = time.time() + 900   # the quick demo: ~4 min on an idle 2-core box
     status = ""
     while time.time() < deadline:
         status = _ray(env, "job", "status", "--address", url, job_id).stdout
