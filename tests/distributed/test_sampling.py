@@ -34,7 +34,9 @@ def _run(problems: pa.Table, model_dir: Path, out: Path, *, replicas: int, n: in
          on_part: Any = None) -> dict:
     return sample_problems(problems, model=ModelSpec(path=str(model_dir)), engine=EngineConfig(kind="hf"),
                            sampling=SamplingConfig(n=n, temperature=0.0, max_new_tokens=MAX_NEW),
-                           cluster=ClusterConfig(replicas=replicas, batch_size=2),
+                           # batch 1: the resumed run has more batches than replicas, so
+                           # both replicas get work even when one engine starts much sooner
+                           cluster=ClusterConfig(replicas=replicas, batch_size=1),
                            out_dir=out, model_name="tiny", iteration=1, on_part=on_part)
 
 
