@@ -288,8 +288,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         done = step + 1
         # SFT micro losses are already shares of the global mean; pair kinds are means to average.
         loss_val = reduced[0] if cfg.kind == "sft" else reduced[0] / (world * cfg.grad_accum)
+        # DeepSpeed computes the norm only where it clips inside its optimizer wrapper (ZeRO 1-3,
+        # fp16/bf16); elsewhere it returns None, reported as null rather than a fake 0.0.
+        grad_norm = engine.get_global_grad_norm()
         last = {"step": done, "loss": loss_val, "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "grad_norm": None if grad_norm is None else float(grad_norm),
                 "tokens_per_s": global_tokens / dt if cfg.kind == "sft" else None,
                 "samples_per_s": global_batch / dt, "step_time_s": dt,
                 # Wall time since (re)start, including reports and checkpoints of earlier steps.

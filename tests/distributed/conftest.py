@@ -15,18 +15,15 @@ STORE = 100 * 1024**2
 
 
 @pytest.fixture(scope="package")
-def ray_cluster() -> Iterator[dict[str, str]]:
-    """A real 3-node Ray cluster on this machine (``ray.cluster_utils.Cluster``), connected.
+def _three_node_cluster() -> Iterator[str]:
+    """A real 3-node Ray cluster on this machine (``ray.cluster_utils.Cluster``).
 
     The head has no CPUs (only the driver lives there); two worker nodes have 1 CPU each and a
     custom resource naming them, so "spread over nodes" is checked against real node ids.
-    Yields ``{"node_a": node id, "node_b": node id}``. Shared by the package: starting it costs
-    10-50 s here.
+    Yields its address. Shared by the package: starting it costs 10-50 s here.
     """
     import ray
     from ray.cluster_utils import Cluster
-
-    from raysys.distributed.ray_init import init_ray
 
     if ray.is_initialized():
         ray.shutdown()
@@ -36,14 +33,33 @@ def ray_cluster() -> Iterator[dict[str, str]]:
         c.add_node(num_cpus=1, resources={"node_a": 1}, object_store_memory=STORE)
         c.add_node(num_cpus=1, resources={"node_b": 1}, object_store_memory=STORE)
         c.wait_for_nodes()
-        init_ray(ClusterConfig(address=c.address), dashboard=False)
-        nodes = {res: n["NodeID"] for n in ray.nodes() if n["Alive"]
-                 for res in ("node_a", "node_b") if res in n["Resources"]}
-        assert len(nodes) == 2
-        yield nodes
+        yield c.address
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
         c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_three_node_cluster: str) -> dict[str, str]:
+    """The driver connected to the package's 3-node cluster; ``{"node_a": id, "node_b": id}``.
+
+    Module-scoped because the root conftest disconnects the driver after every module: a
+    package-scoped connection would be gone in the next module, and ``init_ray`` there would
+    silently start a fresh single-node Ray instead (CI caught exactly that).
+    """
+    import ray
+
+    from raysys.distributed.ray_init import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(ClusterConfig(address=_three_node_cluster), dashboard=False)
+    nodes = {res: n["NodeID"] for n in ray.nodes() if n["Alive"]
+             for res in ("node_a", "node_b") if res in n["Resources"]}
+    assert len(nodes) == 2
+    assert sum(n["Alive"] for n in ray.nodes()) == 3     # this cluster, not a stray local one
+    return nodes
 
 
 @pytest.fixture(scope="module")
