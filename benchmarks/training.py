@@ -191,8 +191,8 @@ def main() -> None:
         f"other work (1-min load average {load_before:.1f} before, {load_after:.1f} after).",
         f"Tiny Llama (hidden 128, 2 layers, vocab {len(__import__('raysys.models.loading', fromlist=['x']).load_tokenizer(str(model_dir)))}), fp32, "
         f"full fine-tuning, global batch {GLOBAL_BATCH}, {args.steps} steps, mean ms/step after "
-        f"{WARMUP} warm-up steps, wall clock inside each loop (raysys: including its Ray Train "
-        f"reports and metrics lines every 10 steps, the default; start-up excluded). Every loop uses one torch thread per process (Ray's setting for a "
+        f"{WARMUP} warm-up steps, wall clock inside each loop (raysys: including its metrics "
+        f"and progress lines every 10 steps, the default; start-up excluded). Every loop uses one torch thread per process (Ray's setting for a "
         "1-CPU worker). SFT ratios are against the plain loop; DPO ratios against TRL.",
         "", *table, "",
         "Command: `.venv/bin/python benchmarks/training.py`", ""])

@@ -66,7 +66,7 @@ class TrainConfig:
     max_failures: int = 0                   # Ray Train restarts from the latest checkpoint
     stop_after_steps: int | None = None     # halt with a checkpoint at this step; rerun resumes
     bf16: Literal["auto"] | bool = "auto"   # auto: bf16 on GPU, fp32 on CPU
-    log_every: int = 10                     # steps between metrics lines / Ray Train reports
+    log_every: int = 10                     # steps between metrics lines / progress lines
     trust_remote_code: bool = False
     name: str = "train"                     # Ray Train run name (resume key)
 

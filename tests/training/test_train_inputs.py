@@ -11,7 +11,7 @@ from raysys.data.io import DataError
 from raysys.training.config import TrainConfig
 from raysys.training.data import load_rows
 from raysys.training.trainer import train
-from raysys.training.worker import deepspeed_config
+from raysys.training.worker import deepspeed_config, progress_line
 
 from conftest import pair_rows, sft_rows, write_jsonl
 
@@ -90,3 +90,11 @@ def test_deepspeed_config_batch_arithmetic_and_optimizer(tiny_model_dir: Path, t
     assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_clipping"] == 0.5
     assert "optimizer" not in ds and ds["zero_allow_untested_optimizer"] is True
     assert ds["bf16"]["enabled"] is False          # auto on CPU -> fp32
+
+
+def test_progress_line_extrapolates_eta_from_steps_run_since_restart() -> None:
+    m = {"step": 30, "loss": 1.23456, "lr": 2.5e-3, "samples_per_s": 12.34, "elapsed_s": 10.0}
+    # Resumed at step 20: 10 steps in 10 s, 70 left -> 70 s.
+    assert progress_line("weak", m, 100, 20) == (
+        "[weak] step 30/100 loss 1.2346 lr 2.50e-03 12.3 samples/s elapsed 10s eta 70s")
+    assert progress_line("weak", m, 100, 0).endswith("eta 23s")     # 30 steps in 10 s
