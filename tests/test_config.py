@@ -30,6 +30,7 @@ class Top:
     name: str
     train: Train = field(default_factory=Train)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    extra: Lora | None = None
 
 
 def test_defaults_and_nested_values() -> None:
@@ -97,3 +98,11 @@ def test_shared_sections_check_files(tmp_path) -> None:
     assert from_dict(DatasetSpec, {"name": "synthetic"}).path is None
     with pytest.raises(ConfigError, match="cluster.placement_strategy"):
         from_dict(ClusterConfig, {"placement_strategy": "RANDOM"}, "cluster")
+
+
+def test_error_inside_an_optional_section_names_the_nested_key() -> None:
+    assert from_dict(Top, {"name": "x", "extra": {"r": 2}}).extra == Lora(r=2)
+    with pytest.raises(ConfigError, match=r"^extra\.r: expected int, got 'big'$"):
+        from_dict(Top, {"name": "x", "extra": {"r": "big"}})
+    with pytest.raises(ConfigError, match=r"^extra\.rr: unknown key \(did you mean 'r'\?\)$"):
+        from_dict(Top, {"name": "x", "extra": {"rr": 2}})

@@ -78,6 +78,9 @@ class TinyModel:
     # as in the documents a real base model is pre-trained on; without them a tiny "strong"
     # model has never seen a few-shot prompt and its in-context answers (step 3) are noise.
     pretrain_max_demos: int = 0
+    # Knobs of the synthetic pre-training problems (min_steps, max_steps, max_operand, ops);
+    # the generator's defaults (operands <= 20) otherwise, harder than the demo's task.
+    pretrain_options: dict[str, Any] = field(default_factory=dict)
     pretrain: StageTrain = field(default_factory=lambda: StageTrain(
         lr=3e-3, lora=LoraConfig(enabled=False), merge_output=False, warmup_ratio=0.05))
 
@@ -89,6 +92,11 @@ class TinyModel:
             raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
         if self.pretrain_max_demos < 0:
             raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected >= 0")
+        from raysys.data.sources import SYNTHETIC_OPTIONS
+        for k in self.pretrain_options:
+            if k not in SYNTHETIC_OPTIONS - {"n", "seed"}:
+                raise ConfigError(f"{_key(path, 'pretrain_options')}.{k}: unknown option (known: "
+                                  "max_operand, max_steps, min_steps, ops)")
 
 
 @dataclass

@@ -341,7 +341,7 @@ def _tiny(rd: RunDir, name: str, tiny: TinyModel, max_len: int) -> ModelSpec:
 
     def corpus(out: Path) -> None:
         from raysys.data.synthetic import make_problems
-        problems = make_problems(tiny.pretrain_problems, tiny.pretrain_seed)
+        problems = make_problems(tiny.pretrain_problems, tiny.pretrain_seed, **tiny.pretrain_options)
         write_stage(out, pretrain_rows(problems, tiny.pretrain_max_demos, tiny.pretrain_seed), "sft")
     data = rd.stage(f"{name}_pretrain_data", kind="sft", phase="data", fn=corpus).path
     return _train(rd, f"{name}_pretrained", "sft", spec, data, tiny.pretrain)

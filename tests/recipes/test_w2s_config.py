@@ -66,6 +66,8 @@ def test_gsm8k_config_validates_with_supplied_models(shared_data_dir: Path, tiny
     ({"data__train_1": None, "weak_sft__enabled": False, "icl__demos_from": "gold"},
      "data.train_1: required for icl.demos_from 'gold'"),
     ({"data__weak_outputs": "/nope/weak.jsonl"}, "data.weak_outputs: file not found: /nope/weak.jsonl"),
+    ({"tiny__strong__pretrain_options": {"max_operand": 10, "n": 5}},
+     "tiny.strong.pretrain_options.n: unknown option"),
 ])
 def test_bad_config_is_one_config_error(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
