@@ -124,6 +124,11 @@ class SamplerPool:
     def __len__(self) -> int:
         return len(self.actors)
 
+    @property
+    def weights(self) -> Weights:
+        """``(model_path, adapter)`` the replicas serve now."""
+        return self._weights
+
     def submit(self, prompts: list[str], params: SamplingParams) -> list[Any]:
         """Start generating without waiting: one ``ObjectRef`` per replica chunk, in order.
 
@@ -173,6 +178,38 @@ class SamplerPool:
         ray.util.remove_placement_group(self._pg)
 
     def __enter__(self) -> SamplerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class OnDemandPool:
+    """A :class:`SamplerPool` started on first :meth:`get`, so a resumed recipe whose stages
+    are already complete starts no engine. ``with OnDemandPool(...) as p:`` stops it at the end
+    (before a training stage needs the resources back)."""
+
+    def __init__(self, n: int, model: ModelSpec, engine: EngineConfig,
+                 cluster: ClusterConfig | None = None) -> None:
+        self._args = (n, model, engine, cluster)
+        self._pool: SamplerPool | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def get(self) -> SamplerPool:
+        """The running pool (started now if it is not yet)."""
+        if self._pool is None:
+            self._pool = SamplerPool(*self._args)
+        return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> OnDemandPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

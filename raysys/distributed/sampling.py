@@ -27,6 +27,7 @@ from raysys.config import ClusterConfig, EngineConfig, ModelSpec, SamplingConfig
 from raysys.data.io import (DataError, atomic_write_json, is_complete, read_manifest, read_stage,
                             write_manifest, write_part)
 from raysys.data.schema import conform
+from raysys.distributed.actors import OnDemandPool, SamplerPool
 from raysys.engines.base import Completion, SamplingParams
 from raysys.errors import StageError
 
@@ -135,6 +136,22 @@ def completion_rows(work: list[dict[str, Any]], completions: list[list[Completio
     return rows
 
 
+def generate_work(generate: Callable[[list[str], SamplingParams], list[list[Completion]]],
+                  work: list[dict[str, Any]], params: SamplingParams) -> list[list[Completion]]:
+    """Completions for ``work`` rows (one list per row, one per missing index) from an engine's
+    or a pool's ``generate``: a resumed problem may lack only some indices, so there is one
+    call per distinct missing count."""
+    completions: list[list[Completion]] = [[] for _ in work]
+    by_count: dict[int, list[int]] = {}
+    for i, w in enumerate(work):
+        by_count.setdefault(len(w["sample_idxs"]), []).append(i)
+    for count, members in sorted(by_count.items()):
+        out = generate([work[i]["prompt"] for i in members], replace(params, n=count))
+        for i, comps in zip(members, out, strict=True):
+            completions[i] = comps
+    return completions
+
+
 def request_fingerprint(request: dict[str, Any]) -> str:
     """Stable hash of what a stage was asked to produce (to refuse mixing two requests)."""
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -163,16 +180,8 @@ class EngineUDF:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         work = batch.to_pylist()
-        completions: list[list[Completion]] = [[] for _ in work]
-        # A resumed problem may lack only some indices: one engine call per missing count.
-        by_count: dict[int, list[int]] = {}
-        for i, w in enumerate(work):
-            by_count.setdefault(len(w["sample_idxs"]), []).append(i)
         t0 = time.perf_counter()
-        for count, members in sorted(by_count.items()):
-            out = self.engine.generate([work[i]["prompt"] for i in members], replace(self.params, n=count))
-            for i, comps in zip(members, out, strict=True):
-                completions[i] = comps
+        completions = generate_work(self.engine.generate, work, self.params)
         engine_s = time.perf_counter() - t0
         rows = completion_rows(work, completions, grade_style=self.grade_style,
                                model_name=self.model_name, iteration=self.iteration)
@@ -218,13 +227,19 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
                     sampling: SamplingConfig, cluster: ClusterConfig, out_dir: str | Path,
                     prompt_template: str = "zero_shot", demos: Sequence[Sequence[str]] | None = None,
                     grade_style: str = "default", model_name: str | None = None, iteration: int = 0,
-                    on_part: Callable[[Path], None] | None = None) -> dict[str, Any]:
+                    on_part: Callable[[Path], None] | None = None,
+                    pool: SamplerPool | OnDemandPool | None = None) -> dict[str, Any]:
     """Write ``sampling.n`` graded samples per problem to the ``samples`` stage ``out_dir``.
 
     Resumable: only missing ``(problem_id, sample_idx)`` pairs are generated; a sealed stage
     (manifest present) is returned untouched. ``on_part(path)`` is called after each part is
     written (progress hooks). Returns the manifest, whose ``metrics`` hold tokens generated,
     tokens/s, wall time per phase and accuracy.
+
+    Without ``pool``, Ray Data starts ``cluster.replicas`` engine actors for this call. With a
+    long-lived ``pool`` serving ``model`` (a recipe that samples one model in several stages),
+    its replicas generate instead and no engine is started; an :class:`OnDemandPool` starts
+    only if there is something to generate.
     """
     import ray
 
@@ -263,7 +278,18 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
     t_prepare = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    if work:
+    replicas = cluster.replicas
+    if work and pool is not None:
+        live = pool.get() if isinstance(pool, OnDemandPool) else pool
+        if live.weights != (model.path, model.adapter):
+            raise StageError(f"{out}: the sampler pool serves {live.weights}, not the requested "
+                             f"model {(model.path, model.adapter)}")
+        replicas = len(live)
+        log.info("sampling %d problems (%d rows missing) with a pool of %d replica(s)", len(work),
+                 sum(len(w["sample_idxs"]) for w in work), replicas)
+        _run_pool(live, work, out, progress, on_part, params=params, batch_size=cluster.batch_size,
+                  grade_style=grade_style, model_name=name, iteration=iteration)
+    elif work:
         init_ray(cluster)
         log.info("sampling %d problems (%d rows missing) with %d replica(s)", len(work),
                  sum(len(w["sample_idxs"]) for w in work), cluster.replicas)
@@ -282,7 +308,7 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
         "engine_s": round(progress.engine_s, 3),
         "tokens_per_engine_s": (round(progress.new_tokens / progress.engine_s, 2)
                                 if progress.engine_s > 0 else 0.0),
-        "replicas": cluster.replicas,
+        "replicas": replicas,
         "nodes": sorted(progress.nodes),
     })
     metrics["wall_s"] = {"prepare": round(t_prepare, 3), "generate": round(t_generate, 3),
@@ -345,6 +371,29 @@ def _run_pipeline(ray: Any, work: list[dict[str, Any]], out: Path, progress: _Pr
             on_part(part)
 
 
+def _run_pool(pool: SamplerPool, work: list[dict[str, Any]], out: Path, progress: _Progress,
+              on_part: Callable[[Path], None] | None, *, params: SamplingParams, batch_size: int,
+              grade_style: str, model_name: str, iteration: int) -> None:
+    """Generate ``work`` with a long-lived pool: each chunk (``batch_size`` problems per
+    replica) is split over the replicas and written as one part when it is back."""
+    progress.nodes.update(p["node_id"] for p in pool.ping())
+    chunk = max(1, min(batch_size, math.ceil(len(work) / len(pool)))) * len(pool)
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    for i, start in enumerate(range(0, len(work), chunk)):
+        part_work = work[start:start + chunk]
+        t0 = time.perf_counter()
+        completions = generate_work(pool.generate, part_work, params)
+        # The driver's wait, not summed replica time as on the Ray Data path: replicas run at once.
+        progress.engine_s += time.perf_counter() - t0
+        table = conform(completion_rows(part_work, completions, grade_style=grade_style,
+                                        model_name=model_name, iteration=iteration), "samples")
+        part = write_part(out, f"{run_id}-{i:05d}", table, "samples")
+        progress.add(table)
+        log.info(progress.line())
+        if on_part is not None:
+            on_part(part)
+
+
 def _finalize_parts(out: Path, ids: list[str], n: int) -> pa.Table:
     """Check every expected row is present; compact the parts if a row was written twice."""
     raw = read_stage(out, "samples")
@@ -372,5 +421,5 @@ def load_samples(out_dir: str | Path) -> pa.Table:
     return sort_samples(dedupe_samples(read_stage(out_dir, "samples")))
 
 
-__all__ = ["EngineUDF", "dedupe_samples", "load_samples", "missing_work",
+__all__ = ["EngineUDF", "dedupe_samples", "generate_work", "load_samples", "missing_work",
            "sample_problems", "to_sampling_params", "udf_num_cpus"]

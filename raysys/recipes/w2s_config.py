@@ -42,6 +42,8 @@ class StageTrain:
     dpo_beta: float = 0.1
     orpo_lambda: float = 0.1
     use_gpu: bool = False
+    # e.g. {CPU: 2}: Ray gives a worker as many torch threads as CPUs (one by default)
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         if self.lr <= 0:

@@ -9,6 +9,9 @@
 7. Stage II: DPO or ORPO from the stage-I model.
 8. Evaluation of weak, strong ICL, stage I and stage II on the test split -> ``report.md``.
 
+Each model is sampled by one long-lived sampler pool for all of its sampling stages (its
+train_2 answers, then its test answers for step 8), stopped before the next training stage.
+
 Every step is a pipeline stage of the run dir: re-running skips what is complete and finishes
 what is not. Gold answers of ``train_2`` are only used to report the accuracy of built data.
 """
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +35,9 @@ from raysys.errors import StageError
 from raysys.pipeline import RunDir, load_state, render_report, write_report
 from raysys.recipes.w2s_config import StageTrain, TinyModel, W2SConfig
 from raysys.recipes.w2s_pairs import Labeled, PairRule, build_stage1, build_stage2, labels_accuracy
+
+if TYPE_CHECKING:
+    from raysys.distributed.actors import OnDemandPool
 
 CONFIG = W2SConfig
 log = logging.getLogger(__name__)
@@ -55,18 +63,27 @@ def _run(cfg: W2SConfig, rd: RunDir) -> dict[str, Any]:
     weak = _weak_model(cfg, rd)
     strong = _base_model(cfg, rd, "strong", cfg.models.strong)
 
+    # Each model is loaded once (a long-lived sampler pool) for all its sampling stages, so its
+    # test answers for step 8 are sampled right after its train_2 answers.
+    rows: list[dict[str, Any]] = []
+
     # 2. weak labels on train_2
-    if cfg.data.weak_outputs is not None:
-        weak_labels = _stage_from_weak_outputs(cfg, rd, train_2)
-    else:
-        assert weak is not None
-        weak_labels = _sample(cfg, rd, "weak_labels", train_2, weak, "zero_shot")
+    with _loaded(cfg, weak) as pool:
+        if cfg.data.weak_outputs is not None:
+            weak_labels = _stage_from_weak_outputs(cfg, rd, train_2)
+        else:
+            assert weak is not None
+            weak_labels = _sample(cfg, rd, "weak_labels", train_2, weak, "zero_shot", pool=pool)
+        if weak is not None:
+            rows += _evaluate(cfg, rd, "weak", test, weak, "zero_shot", pool=pool)
 
     # 3. strong ICL with weak demonstrations (the demo questions leave the ICL pool)
     demos = _icl_demos(cfg, rd, weak_labels)
     icl_pool = _without_ids(train_2, {d[2] for d in demos})
     icl_demos = [[q, a] for q, a, _ in demos]
-    icl = _sample(cfg, rd, "strong_icl", icl_pool, strong, "few_shot", demos=icl_demos)
+    with _loaded(cfg, strong) as pool:
+        icl = _sample(cfg, rd, "strong_icl", icl_pool, strong, "few_shot", demos=icl_demos, pool=pool)
+        rows += _evaluate(cfg, rd, "strong_icl", test, strong, "few_shot", demos=icl_demos, pool=pool)
 
     # 4-5. stage-I data and SFT of the strong model; iteration 2 relabels with the stage-I model
     stage1 = _stage1(cfg, rd, train_2, weak_labels, icl, strong, iteration=0)
@@ -78,14 +95,13 @@ def _run(cfg: W2SConfig, rd: RunDir) -> dict[str, Any]:
         stage1 = _stage1(cfg, rd, train_2, relabels, re_icl, strong, iteration=it)
 
     # 6-7. stage-II pairs from the stage-I model's samples, then DPO / ORPO
-    stage2 = _stage2(cfg, rd, train_2, weak_labels, stage1) if cfg.stage2.enabled else None
+    with _loaded(cfg, stage1) as pool:
+        s2_samples = _stage2_samples(cfg, rd, train_2, stage1, pool) if cfg.stage2.enabled else None
+        rows += _evaluate(cfg, rd, "stage1", test, stage1, "zero_shot", pool=pool)
+    stage2 = (_stage2(cfg, rd, train_2, weak_labels, stage1, s2_samples)
+              if s2_samples is not None else None)
 
-    # 8. evaluation on the test split
-    rows = []
-    if weak is not None:
-        rows += _evaluate(cfg, rd, "weak", test, weak, "zero_shot")
-    rows += _evaluate(cfg, rd, "strong_icl", test, strong, "few_shot", demos=icl_demos)
-    rows += _evaluate(cfg, rd, "stage1", test, stage1, "zero_shot")
+    # 8. evaluation on the test split (the other models' rows were sampled above)
     if stage2 is not None:
         rows += _evaluate(cfg, rd, "stage2", test, stage2, "zero_shot")
     sections = {"Training data built from train_2": _data_section(rd)}
@@ -209,17 +225,30 @@ def _icl_demos(cfg: W2SConfig, rd: RunDir, weak_labels: pa.Table,
     return [tuple(d) for d in select_demos(pool, cfg.icl.k, cfg.icl.seed + iteration)]
 
 
+@contextmanager
+def _loaded(cfg: W2SConfig, model: ModelSpec | None) -> Iterator[OnDemandPool | None]:
+    """A sampler pool for ``model``, started when a stage first needs it, stopped on exit."""
+    if model is None:
+        yield None
+        return
+    from raysys.distributed.actors import OnDemandPool
+    with OnDemandPool(cfg.cluster.replicas, model, cfg.engine, cfg.cluster) as pool:
+        yield pool
+
+
 def _sample(cfg: W2SConfig, rd: RunDir, name: str, problems: pa.Table, model: ModelSpec,
             template: str, *, demos: list[list[str]] | None = None, iteration: int = 0,
-            sampling: SamplingConfig | None = None, model_name: str | None = None) -> pa.Table:
-    """A resumable ``samples`` stage of ``model`` on ``problems`` (Ray Data, sharded)."""
+            sampling: SamplingConfig | None = None, model_name: str | None = None,
+            pool: OnDemandPool | None = None) -> pa.Table:
+    """A resumable ``samples`` stage of ``model`` on ``problems``: on ``pool`` when given, else
+    on Ray Data engine actors started for this stage."""
     from raysys.distributed.sampling import load_samples, sample_problems
 
     def fn(out: Path) -> None:
         sample_problems(problems, model=model, engine=cfg.engine, sampling=sampling or cfg.greedy,
                         cluster=cfg.cluster, out_dir=out, prompt_template=template, demos=demos,
                         grade_style=cfg.data.grade_style, model_name=model_name or name,
-                        iteration=iteration)
+                        iteration=iteration, pool=pool)
     res = rd.stage(name, iteration=iteration, kind="samples", phase="sampling", fn=fn)
     return load_samples(res.path)
 
@@ -257,14 +286,21 @@ def _stage1(cfg: W2SConfig, rd: RunDir, train_2: pa.Table, weak_labels: pa.Table
     return _train(rd, f"stage1_iter{iteration}", "sft", strong, data, cfg.stage1.train)
 
 
+def _stage2_samples(cfg: W2SConfig, rd: RunDir, train_2: pa.Table, stage1: ModelSpec,
+                    pool: OnDemandPool | None) -> pa.Table:
+    """The stage-I model's ``stage2.n`` samples per train_2 question (the pairs' material)."""
+    s2 = cfg.stage2
+    sampling = replace(cfg.greedy, n=s2.n, temperature=s2.temperature, seed=s2.seed)
+    return _sample(cfg, rd, "stage2_samples", train_2, stage1, "zero_shot", sampling=sampling,
+                   pool=pool)
+
+
 def _stage2(cfg: W2SConfig, rd: RunDir, train_2: pa.Table, weak_labels: pa.Table,
-            stage1: ModelSpec) -> ModelSpec | None:
+            stage1: ModelSpec, samples: pa.Table) -> ModelSpec | None:
     """Stage-II pairs and preference training; None when no question yields a pair."""
     from raysys.prompts import build_prompt
 
     s2 = cfg.stage2
-    sampling = replace(cfg.greedy, n=s2.n, temperature=s2.temperature, seed=s2.seed)
-    samples = _sample(cfg, rd, "stage2_samples", train_2, stage1, "zero_shot", sampling=sampling)
     by_q: dict[str, list[Labeled]] = {}
     for r in samples.to_pylist():
         by_q.setdefault(r["problem_id"], []).append(Labeled(_response(r["completion"]), r["pred"] or ""))
@@ -395,9 +431,10 @@ def _weak_model(cfg: W2SConfig, rd: RunDir) -> ModelSpec | None:
 
 
 def _evaluate(cfg: W2SConfig, rd: RunDir, name: str, test: pa.Table, model: ModelSpec,
-              template: str, demos: list[list[str]] | None = None) -> list[dict[str, Any]]:
+              template: str, demos: list[list[str]] | None = None,
+              pool: OnDemandPool | None = None) -> list[dict[str, Any]]:
     """Greedy accuracy on the test split (and maj@k when configured) as a report row."""
-    samples = _sample(cfg, rd, f"eval_{name}", test, model, template, demos=demos)
+    samples = _sample(cfg, rd, f"eval_{name}", test, model, template, demos=demos, pool=pool)
     greedy = samples.filter(pc.equal(samples.column("sample_idx"), 0))
     correct = sum(bool(c) for c in greedy.column("correct").to_pylist())
     row: dict[str, Any] = {"model": name, "correct": correct, "n": greedy.num_rows}
@@ -407,7 +444,7 @@ def _evaluate(cfg: W2SConfig, rd: RunDir, name: str, test: pa.Table, model: Mode
         k = cfg.eval.maj_k
         sampling = replace(cfg.greedy, n=k, temperature=cfg.eval.temperature, seed=cfg.seed)
         many = _sample(cfg, rd, f"eval_{name}_maj{k}", test, model, template, demos=demos,
-                       sampling=sampling)
+                       sampling=sampling, pool=pool)
         gold = dict(zip(test.column("id").to_pylist(), test.column("gold_answer").to_pylist()))
         preds: dict[str, list[str]] = {}
         for r in many.to_pylist():

@@ -55,3 +55,48 @@ def test_pool_spreads_replicas_and_survives_a_killed_actor(
         assert after[0]["pid"] != before[0]["pid"]          # replica 0 really restarted
         assert after[1]["pid"] == before[1]["pid"]
         assert [p["model_path"] for p in after] == [str(trained)] * 2
+
+
+def test_sample_problems_on_a_long_lived_pool_resumes_and_equals_the_reference(
+        ray_cluster: dict[str, str], varied_model_dir: Path, problems: pa.Table,
+        greedy_reference: Any, tmp_path: Path) -> None:
+    from raysys.config import SamplingConfig
+    from raysys.data.io import is_complete
+    from raysys.distributed.actors import OnDemandPool
+    from raysys.distributed.sampling import load_samples, sample_problems
+    from raysys.errors import StageError
+
+    model = ModelSpec(path=str(varied_model_dir))
+    engine, cluster = EngineConfig(kind="hf"), ClusterConfig(replicas=2, batch_size=1)
+
+    def run(out: Path, pool: Any, on_part: Any = None, m: ModelSpec = model) -> dict:
+        return sample_problems(problems, model=m, engine=engine, cluster=cluster,
+                               sampling=SamplingConfig(n=2, max_new_tokens=MAX_NEW), out_dir=out,
+                               model_name="tiny", pool=pool, on_part=on_part)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(part: Path) -> None:
+        raise Interrupt(part)
+
+    reference = greedy_reference(MAX_NEW)
+    with OnDemandPool(2, model, engine, cluster) as pool:
+        assert not pool.started
+        with pytest.raises(Interrupt):
+            run(tmp_path / "s", pool, stop)        # one part (2 problems x 2 samples), unsealed
+        assert pool.started and not is_complete(tmp_path / "s")
+        first = pool.get().ping()
+        manifest = run(tmp_path / "s", pool)      # the same replicas finish the stage
+        assert [p["pid"] for p in pool.get().ping()] == [p["pid"] for p in first]
+        with pytest.raises(StageError, match="sampler pool serves"):
+            run(tmp_path / "other", pool, m=ModelSpec(path=str(varied_model_dir) + "-base"))
+    samples = load_samples(tmp_path / "s")
+    assert manifest["rows"] == samples.num_rows == problems.num_rows * 2
+    assert manifest["metrics"]["rows_generated"] == problems.num_rows * 2 - 4
+    assert sorted(manifest["metrics"]["nodes"]) == sorted(ray_cluster.values())
+    assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in samples.to_pylist()} == {
+        (pid, i): reference[pid] for pid in problems.column("id").to_pylist() for i in range(2)}
+    # A sealed stage starts nothing: the on-demand pool stays down.
+    with OnDemandPool(2, model, engine, cluster) as idle:
+        assert run(tmp_path / "s", idle) == manifest and not idle.started
