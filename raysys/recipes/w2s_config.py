@@ -80,6 +80,9 @@ class TinyModel:
     # as in the documents a real base model is pre-trained on; without them a tiny "strong"
     # model has never seen a few-shot prompt and its in-context answers (step 3) are noise.
     pretrain_max_demos: int = 0
+    # >= 1: no zero-shot documents, so the base model can answer when shown examples but has
+    # not been taught the zero-shot format the stage-I data elicits (the paper's setting).
+    pretrain_min_demos: int = 0
     # Knobs of the synthetic pre-training problems (min_steps, max_steps, max_operand, ops);
     # the generator's defaults (operands <= 20) otherwise, harder than the demo's task.
     pretrain_options: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +97,9 @@ class TinyModel:
             raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
         if self.pretrain_max_demos < 0:
             raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected >= 0")
+        if not 0 <= self.pretrain_min_demos <= self.pretrain_max_demos:
+            raise ConfigError(f"{_key(path, 'pretrain_min_demos')}: expected 0 <= value <= "
+                              f"pretrain_max_demos ({self.pretrain_max_demos}), got {self.pretrain_min_demos}")
         from raysys.data.sources import SYNTHETIC_OPTIONS
         for k in self.pretrain_options:
             if k not in SYNTHETIC_OPTIONS - {"n", "seed"}:

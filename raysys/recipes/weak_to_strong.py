@@ -378,21 +378,24 @@ def _tiny(rd: RunDir, name: str, tiny: TinyModel, max_len: int) -> ModelSpec:
     def corpus(out: Path) -> None:
         from raysys.data.synthetic import make_problems
         problems = make_problems(tiny.pretrain_problems, tiny.pretrain_seed, **tiny.pretrain_options)
-        write_stage(out, pretrain_rows(problems, tiny.pretrain_max_demos, tiny.pretrain_seed), "sft")
+        write_stage(out, pretrain_rows(problems, tiny.pretrain_max_demos, tiny.pretrain_seed,
+                                       tiny.pretrain_min_demos), "sft")
     data = rd.stage(f"{name}_pretrain_data", kind="sft", phase="data", fn=corpus).path
     return _train(rd, f"{name}_pretrained", "sft", spec, data, tiny.pretrain)
 
 
-def pretrain_rows(problems: list[dict[str, Any]], max_demos: int, seed: int) -> list[dict[str, str]]:
+def pretrain_rows(problems: list[dict[str, Any]], max_demos: int, seed: int,
+                  min_demos: int = 0) -> list[dict[str, str]]:
     """SFT rows for pre-training a tiny base model: each problem's solution after its question,
-    preceded by 0..``max_demos`` other solved problems in the few-shot format (seeded)."""
+    preceded by ``min_demos``..``max_demos`` other solved problems in the few-shot format
+    (seeded). ``min_demos >= 1`` leaves the zero-shot format out of pre-training."""
     import random
 
     from raysys.prompts import build_prompt
     rng = random.Random(seed)
     rows = []
     for i, p in enumerate(problems):
-        k = rng.randint(0, min(max_demos, len(problems) - 1))
+        k = rng.randint(min(min_demos, max_demos), min(max_demos, len(problems) - 1))
         others = [j + (j >= i) for j in rng.sample(range(len(problems) - 1), k)]  # skip i itself
         demos = [(problems[j]["question"], problems[j]["solution"]) for j in others]
         prompt = build_prompt(p["question"], "few_shot", demos=demos) if demos else \

@@ -68,6 +68,8 @@ def test_gsm8k_config_validates_with_supplied_models(shared_data_dir: Path, tiny
     ({"data__weak_outputs": "/nope/weak.jsonl"}, "data.weak_outputs: file not found: /nope/weak.jsonl"),
     ({"tiny__strong__pretrain_options": {"max_operand": 10, "n": 5}},
      "tiny.strong.pretrain_options.n: unknown option"),
+    ({"tiny__strong__pretrain_min_demos": 3},
+     r"tiny.strong.pretrain_min_demos: expected 0 <= value <= pretrain_max_demos \(2\), got 3"),
 ])
 def test_bad_config_is_one_config_error(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -103,3 +105,14 @@ def test_pretrain_rows_mix_zero_and_few_shot_prompts_without_self_demos() -> Non
     assert pretrain_rows(problems, max_demos=2, seed=0) == rows
     assert all(r["prompt"] == build_prompt(p["question"], "zero_shot")
                for r, p in zip(pretrain_rows(problems, 0, 0), problems))
+
+
+def test_pretrain_rows_min_demos_leaves_the_zero_shot_format_out() -> None:
+    from raysys.data.synthetic import make_problems
+    from raysys.recipes.weak_to_strong import pretrain_rows
+
+    problems = make_problems(60, seed=5)
+    rows = pretrain_rows(problems, max_demos=2, seed=0, min_demos=1)
+    assert {r["prompt"].count("Question:") - 1 for r in rows} == {1, 2}
+    assert [r["response"] for r in rows] == [r["response"] for r in pretrain_rows(problems, 2, 0)]
+    assert {r["prompt"].count("Question:") - 1 for r in pretrain_rows(problems, 2, 0, 2)} == {2}
