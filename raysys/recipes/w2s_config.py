@@ -193,6 +193,9 @@ class Stage2Config:
 class W2SEval:
     maj_k: int = 0                      # > 1: also sample k at ``temperature`` for maj@k
     temperature: float = 0.7
+    # The untouched strong model answering zero-shot: the bar stage I must clear to have
+    # elicited anything beyond what the base model already does in that format.
+    strong_zero_shot: bool = True
 
     def validate(self, path: str) -> None:
         if self.maj_k < 0 or self.maj_k == 1:

@@ -7,7 +7,8 @@
 5. Stage I: SFT of the strong model on the chosen variant (optionally a second iteration).
 6. Stage-II pairs: n samples of the stage-I model vs. the weak answer (``w2s_pairs``).
 7. Stage II: DPO or ORPO from the stage-I model.
-8. Evaluation of weak, strong ICL, stage I and stage II on the test split -> ``report.md``.
+8. Evaluation of weak, strong ICL, stage I and stage II on the test split -> ``report.md``
+   (plus the strong model zero-shot: the bar stage I must clear).
 
 Each model is sampled by one long-lived sampler pool for all of its sampling stages (its
 train_2 answers, then its test answers for step 8), stopped before the next training stage.
@@ -84,6 +85,8 @@ def _run(cfg: W2SConfig, rd: RunDir) -> dict[str, Any]:
     with _loaded(cfg, strong) as pool:
         icl = _sample(cfg, rd, "strong_icl", icl_pool, strong, "few_shot", demos=icl_demos, pool=pool)
         rows += _evaluate(cfg, rd, "strong_icl", test, strong, "few_shot", demos=icl_demos, pool=pool)
+        if cfg.eval.strong_zero_shot:
+            rows += _evaluate(cfg, rd, "strong_zero_shot", test, strong, "zero_shot", pool=pool)
 
     # 4-5. stage-I data and SFT of the strong model; iteration 2 relabels with the stage-I model
     stage1 = _stage1(cfg, rd, train_2, weak_labels, icl, strong, iteration=0)

@@ -85,7 +85,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_demo_writes_a_complete_run(reference: Path) -> None:
     state = _state(reference)
     assert all(e["status"] == "complete" for e in state["stages"].values())
-    for name in ("weak", "strong_icl", "stage1", "stage2"):
+    for name in ("weak", "strong_icl", "strong_zero_shot", "stage1", "stage2"):
         m = read_manifest(reference / "iter_0" / f"eval_{name}")
         assert m is not None and m["rows"] == 32
     # the stage-I filter keeps exactly the questions whose weak and ICL answers agree
@@ -94,7 +94,9 @@ def test_quick_demo_writes_a_complete_run(reference: Path) -> None:
     assert hybrid.num_rows == 2 * weak_only.num_rows > 0
     info = json.loads((reference / "llamafactory" / "dataset_info.json").read_text())
     assert info["stage2_pairs_iter0"]["ranking"] is True
-    assert "| weak |" in _accuracy_section(reference)
+    table = _accuracy_section(reference)
+    assert [ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ")][1:] == [
+        "weak", "strong_icl", "strong_zero_shot", "stage1", "stage2"]
     status = _run(["status", str(reference)], timeout=60).stdout
     assert "models/stage1_iter0" in status and "running" not in status
 
