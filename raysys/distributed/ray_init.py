@@ -7,8 +7,8 @@ otherwise starts a private local instance.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 from typing import Any
 

@@ -279,6 +279,7 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
 
     t1 = time.perf_counter()
     replicas = cluster.replicas
+    missing = sum(len(w["sample_idxs"]) for w in work)
     if work and pool is not None:
         live = pool.get() if isinstance(pool, OnDemandPool) else pool
         if live.weights != (model.path, model.adapter):
@@ -286,13 +287,13 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
                              f"model {(model.path, model.adapter)}")
         replicas = len(live)
         log.info("sampling %d problems (%d rows missing) with a pool of %d replica(s)", len(work),
-                 sum(len(w["sample_idxs"]) for w in work), replicas)
-        _run_pool(live, work, out, progress, on_part, params=params, batch_size=cluster.batch_size,
+                 missing, replicas)
+        _run_pool(live, work, out, progress, on_part, params=params, cluster=cluster,
                   grade_style=grade_style, model_name=name, iteration=iteration)
     elif work:
         init_ray(cluster)
-        log.info("sampling %d problems (%d rows missing) with %d replica(s)", len(work),
-                 sum(len(w["sample_idxs"]) for w in work), cluster.replicas)
+        log.info("sampling %d problems (%d rows missing) with %d replica(s)", len(work), missing,
+                 replicas)
         _run_pipeline(ray, work, out, progress, on_part, model=model, engine=engine, params=params,
                       cluster=cluster, grade_style=grade_style, model_name=name, iteration=iteration)
     t_generate = time.perf_counter() - t1
@@ -356,29 +357,40 @@ def _run_pipeline(ray: Any, work: list[dict[str, Any]], out: Path, progress: _Pr
         batch_size=batch,
         batch_format="pyarrow",
     )
-    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = _run_id()
     for i, result in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         if result.num_rows == 0:
             continue
         progress.nodes.update(result.column(NODE_COLUMN).to_pylist())
         # A result batch may concatenate several UDF batches: count each batch's time once.
         progress.engine_s += sum(set(result.column(ENGINE_S_COLUMN).to_pylist()))
-        part = write_part(out, f"{run_id}-{i:05d}", result.drop_columns([NODE_COLUMN, ENGINE_S_COLUMN]),
-                          "samples")
-        progress.add(result)
-        log.info(progress.line())
-        if on_part is not None:
-            on_part(part)
+        _land_part(out, f"{run_id}-{i:05d}", result.drop_columns([NODE_COLUMN, ENGINE_S_COLUMN]),
+                   progress, on_part)
+
+
+def _run_id() -> str:
+    """Names this invocation's parts, so a resumed run never overwrites an earlier part."""
+    return f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _land_part(out: Path, name: str, table: pa.Table, progress: _Progress,
+               on_part: Callable[[Path], None] | None) -> None:
+    """Write one result batch as a part, count it, log progress, call the hook."""
+    part = write_part(out, name, table, "samples")
+    progress.add(table)
+    log.info(progress.line())
+    if on_part is not None:
+        on_part(part)
 
 
 def _run_pool(pool: SamplerPool, work: list[dict[str, Any]], out: Path, progress: _Progress,
-              on_part: Callable[[Path], None] | None, *, params: SamplingParams, batch_size: int,
-              grade_style: str, model_name: str, iteration: int) -> None:
-    """Generate ``work`` with a long-lived pool: each chunk (``batch_size`` problems per
-    replica) is split over the replicas and written as one part when it is back."""
+              on_part: Callable[[Path], None] | None, *, params: SamplingParams,
+              cluster: ClusterConfig, grade_style: str, model_name: str, iteration: int) -> None:
+    """Generate ``work`` with a long-lived pool: each chunk (one engine batch per replica) is
+    split over the replicas and written as one part when it is back."""
     progress.nodes.update(p["node_id"] for p in pool.ping())
-    chunk = max(1, min(batch_size, math.ceil(len(work) / len(pool)))) * len(pool)
-    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    chunk = udf_batch_size(len(work), replace(cluster, replicas=len(pool))) * len(pool)
+    run_id = _run_id()
     for i, start in enumerate(range(0, len(work), chunk)):
         part_work = work[start:start + chunk]
         t0 = time.perf_counter()
@@ -387,11 +399,7 @@ def _run_pool(pool: SamplerPool, work: list[dict[str, Any]], out: Path, progress
         progress.engine_s += time.perf_counter() - t0
         table = conform(completion_rows(part_work, completions, grade_style=grade_style,
                                         model_name=model_name, iteration=iteration), "samples")
-        part = write_part(out, f"{run_id}-{i:05d}", table, "samples")
-        progress.add(table)
-        log.info(progress.line())
-        if on_part is not None:
-            on_part(part)
+        _land_part(out, f"{run_id}-{i:05d}", table, progress, on_part)
 
 
 def _finalize_parts(out: Path, ids: list[str], n: int) -> pa.Table:
