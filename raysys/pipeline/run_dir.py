@@ -82,7 +82,9 @@ class RunDir:
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, force: bool = False,
                  ignore_keys: tuple[str, ...] = ("run_dir",)) -> None:
-        self.path = Path(path).expanduser()
+        # Absolute: stage and model paths go to Ray actors and Ray Train workers, which run in
+        # their own working directories.
+        self.path = Path(path).expanduser().absolute()
         self.config = config
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_config(force, ignore_keys)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,15 @@ def _fit_pinned_to_this_cluster(trainer: Any) -> Any:
     return ray.get(fit.options(runtime_env={"env_vars": {"RAY_ADDRESS": address}}).remote(trainer))
 
 
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its ``model`` / ``data`` / ``out`` paths (local, as validated) made absolute:
+    Ray Train runs each worker in its own working directory, where a relative path no longer
+    points anywhere."""
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().absolute())
+    return replace(cfg, model=absolute(cfg.model), data=absolute(cfg.data), out=absolute(cfg.out))
+
+
 def resolve_work_dir(cfg: TrainConfig, run_dir: str | Path | None) -> Path:
     """Where Ray Train storage and run-side files live: ``run_dir`` or ``<out>/../ray_train``."""
     base = Path(run_dir) if run_dir is not None else Path(cfg.out).expanduser().resolve().parent / "ray_train"
@@ -126,6 +135,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     from raysys.training.worker import train_loop_per_worker
 
     validate_model_for_training(cfg)
+    cfg = with_absolute_paths(cfg)
     rows = load_rows(cfg.data, cfg.kind)
     tokenizer = load_tokenizer(cfg.model, padding_side="right", trust_remote_code=cfg.trust_remote_code)
     examples, stats = tokenize_rows(cfg.kind, rows, tokenizer, cfg.max_len, cfg.overflow, cfg.data)

@@ -199,3 +199,11 @@ def test_status_command_prints_each_stage(tmp_path: Path) -> None:
     assert row and row[0].split()[1:3] == ["complete", "3"] and "n=3" in row[0]
     bad = CliRunner().invoke(status, [str(tmp_path / "nope")])
     assert bad.exit_code != 0 and "not a run directory" in str(bad.exception)
+
+
+def test_a_relative_run_dir_hands_out_absolute_stage_paths(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stage and model paths go to Ray actors and Ray Train workers in other working directories.
+    monkeypatch.chdir(tmp_path)
+    rd = RunDir("runs/demo", {"a": 1})
+    assert rd.path == tmp_path / "runs" / "demo" and rd.path.is_absolute()

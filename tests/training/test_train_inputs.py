@@ -10,7 +10,7 @@ from raysys.config import ConfigError, from_dict
 from raysys.data.io import DataError
 from raysys.training.config import TrainConfig
 from raysys.training.data import load_rows
-from raysys.training.trainer import train
+from raysys.training.trainer import train, with_absolute_paths
 from raysys.training.worker import deepspeed_config, progress_line
 
 from conftest import pair_rows, sft_rows, write_jsonl
@@ -98,3 +98,16 @@ def test_progress_line_extrapolates_eta_from_steps_run_since_restart() -> None:
     assert progress_line("weak", m, 100, 20) == (
         "[weak] step 30/100 loss 1.2346 lr 2.50e-03 12.3 samples/s elapsed 10s eta 70s")
     assert progress_line("weak", m, 100, 0).endswith("eta 23s")     # 30 steps in 10 s
+
+
+def test_relative_paths_reach_workers_absolute(tiny_model_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray Train runs each worker in its own working directory (a relative model dir broke
+    # `make demo`, whose run dir is `runs/demo`).
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows(4))
+    (tmp_path / "m").symlink_to(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    cfg = with_absolute_paths(from_dict(TrainConfig, {"kind": "sft", "model": "m", "data": "sft.jsonl",
+                                                      "out": "runs/out"}))
+    assert (cfg.model, cfg.data, cfg.out) == (str(tmp_path / "m"), str(tmp_path / "sft.jsonl"),
+                                              str(tmp_path / "runs" / "out"))
