@@ -2,13 +2,13 @@
 
 Every template is a pure function of its inputs, so the same problem always yields the same
 prompt string (stage outputs and resume depend on that). The stop strings that end a
-completion belong with the template that framed it: :func:`default_stop`.
+completion belong with the template that framed it: :func:`default_stop`. Critiques are
+parsed by :func:`raysys.critique.format.parse_critique`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,17 +24,21 @@ CRITIQUE_ANSWER_INSTRUCTION = (
     'End your solution with "The answer is X", where X is the final answer.'
 )
 
+# Our own wording; the critique labels are the authors' (raysys.critique.format parses them).
 CRITIQUE_INSTRUCTION = (
-    "Below is a math question and a step-by-step solution. Check each step in turn: say "
-    "whether it is correct and explain any error. Finish with \"Verdict: correct\" or "
-    "\"Verdict: incorrect\"."
+    "Check the solution to the math question below one step at a time. For each step write "
+    'three lines: "Step sentence:" and the step, "Correctness of the step:" and Correct or '
+    'Wrong, "Explanation:" and why. Then write "Correctness of the final answer:" and Correct '
+    'or Wrong, and a last "Explanation:".'
 )
 
 REFINE_INSTRUCTION = (
-    "Below is a math question, a previous solution and a critique of that solution. Using the "
-    "critique, write a corrected solution step by step. "
+    "Below are a math question, an earlier solution and a step-by-step critique of it. Taking "
+    "the critique into account, write a new solution, step by step. "
     'End your solution with "The answer is X", where X is the final answer.'
 )
+
+PROMPT_VARIANTS: tuple[str, ...] = ("full", "short")
 
 # A completion in Q/A format runs on into a made-up next question; cut it there. The
 # "\n\nQuestion" form ends earlier, so the blank line before the next block is dropped too.
@@ -44,13 +48,14 @@ _STOPS: dict[str, tuple[str, ...]] = {
     "few_shot": _QA_STOP,
     "chat": (),                      # chat models end their turn with EOS
     "critique_answer": _QA_STOP,
-    # Not the verdict line itself: a stop string is cut from the text, and we need the verdict.
-    "critique": ("\n\nQuestion",),
+    # Never the verdict line itself: a stop string is cut from the text, and we need the
+    # verdict. A critique has blank lines between its blocks, so only a new question stops it.
+    "critique": ("\n\nQuestion", "\nQuestion:"),
     "refine": _QA_STOP,
+    # The short critique has no blank line inside; one means the critic ran on.
+    "critique_short": ("\n\n", "Question:"),
+    "refine_short": _QA_STOP + ("\nCheck:",),
 }
-
-_VERDICT = re.compile(r"verdict\s*:\s*\**\s*(correct|incorrect)", re.IGNORECASE)
-
 
 def _qa_block(question: str, answer: str | None = None) -> str:
     block = QA_FORMAT.format(question=question.strip())
@@ -104,27 +109,53 @@ def _chat_prompt(question: str, demos: Sequence[tuple[str, str]], tokenizer: Any
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def critique_prompt(question: str, solution: str) -> str:
-    """Ask a critic to check ``solution`` step by step and end with a verdict line."""
+def _check_variant(variant: str) -> None:
+    if variant not in PROMPT_VARIANTS:
+        raise ConfigError(f"prompt.variant: expected one of {', '.join(PROMPT_VARIANTS)}, "
+                          f"got {variant!r}")
+
+
+def critique_prompt(question: str, solution: str, variant: str = "full") -> str:
+    """Ask a critic to check ``solution`` step by step (question + solution -> critique).
+
+    ``full``: our instruction, the question and the solution; the critique starts on the line
+    after ``Critique:``. ``short`` (the synthetic task's tiny critics): the solution in the
+    actor's own ``Question/Answer`` format, then ``Check:``; stop strings:
+    :func:`default_stop` ``("critique")`` / ``("critique_short")``.
+    """
+    _check_variant(variant)
+    if variant == "short":
+        return f"{_qa_block(question, solution)}\nCheck:\n"
     return (f"{CRITIQUE_INSTRUCTION}\n\nQuestion: {question.strip()}\n\n"
-            f"Solution:\n{solution.strip()}\n\nCritique:")
+            f"Solution:\n{solution.strip()}\n\nCritique:\n")
 
 
-def refine_prompt(question: str, solution: str, critique: str) -> str:
-    """Ask for a corrected solution given the previous one and its critique."""
+def refine_prompt(question: str, solution: str, critique: str, variant: str = "full") -> str:
+    """Ask for a new solution given an earlier one and its critique.
+
+    ``full`` ends with ``New solution:`` and a newline; ``short`` is the short critique prompt
+    with the critique filled in, then ``Answer:`` exactly as a zero-shot prompt ends, so a tiny
+    actor answers a refinement in the format it answers a question. Targets:
+    :func:`refine_target`.
+    """
+    _check_variant(variant)
+    if variant == "short":
+        return f"{critique_prompt(question, solution, 'short')}{critique.strip()}\nAnswer:"
     return (f"{REFINE_INSTRUCTION}\n\nQuestion: {question.strip()}\n\n"
             f"Previous solution:\n{solution.strip()}\n\nCritique:\n{critique.strip()}\n\n"
-            "Refined solution:")
+            "New solution:\n")
 
 
-def parse_verdict(critique: str) -> str | None:
-    """``"correct"``/``"incorrect"`` from the last ``Verdict:`` line of a critique, else None."""
-    found = _VERDICT.findall(critique)
-    return found[-1].lower() if found else None
+def refine_target(solution: str, variant: str = "full") -> str:
+    """The SFT response for a refinement prompt: after ``Answer:`` one space (as the Q/A
+    demos and the weak-to-strong recipe write it), after ``New solution:\\n`` nothing."""
+    _check_variant(variant)
+    return (" " if variant == "short" else "") + solution.strip()
 
 
 def default_stop(template: str) -> list[str]:
-    """Stop strings that end a completion framed by ``template`` (or 'critique'/'refine')."""
+    """Stop strings that end a completion framed by ``template`` (or 'critique', 'refine',
+    'critique_short', 'refine_short')."""
     if template not in _STOPS:
         raise ConfigError(f"prompt.template: expected one of {', '.join(_STOPS)}, got {template!r}")
     return list(_STOPS[template])

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from raysys.config import ConfigError
-from raysys.prompts import (build_prompt, critique_prompt, default_stop, parse_verdict,
-                            refine_prompt, select_demos)
+from raysys.prompts import (build_prompt, critique_prompt, default_stop, refine_prompt,
+                            refine_target, select_demos)
 
 DEMOS = [("What is 2+3?", "2+3=5\n#### 5"), ("Ann has 4 pens and loses 1. How many?", "4-1=3\n#### 3")]
 
@@ -72,33 +72,43 @@ def test_chat_without_template_is_a_clear_error(tiny_model_dir: Path) -> None:
 
 def test_critique_and_refine_exact() -> None:
     assert critique_prompt("What is 2+2?", "2+2=5\nThe answer is 5") == (
-        "Below is a math question and a step-by-step solution. Check each step in turn: say "
-        'whether it is correct and explain any error. Finish with "Verdict: correct" or '
-        '"Verdict: incorrect".\n\n'
-        "Question: What is 2+2?\n\nSolution:\n2+2=5\nThe answer is 5\n\nCritique:")
-    assert refine_prompt("What is 2+2?", "2+2=5", "Step 1 is wrong: 2+2=4.\nVerdict: incorrect") == (
-        "Below is a math question, a previous solution and a critique of that solution. Using the "
-        "critique, write a corrected solution step by step. "
+        "Check the solution to the math question below one step at a time. For each step write "
+        'three lines: "Step sentence:" and the step, "Correctness of the step:" and Correct or '
+        'Wrong, "Explanation:" and why. Then write "Correctness of the final answer:" and Correct '
+        'or Wrong, and a last "Explanation:".\n\n'
+        "Question: What is 2+2?\n\nSolution:\n2+2=5\nThe answer is 5\n\nCritique:\n")
+    assert refine_prompt("What is 2+2?", "2+2=5", "Step sentence: 2+2=5\n"
+                         "Correctness of the step: Wrong") == (
+        "Below are a math question, an earlier solution and a step-by-step critique of it. Taking "
+        "the critique into account, write a new solution, step by step. "
         'End your solution with "The answer is X", where X is the final answer.\n\n'
         "Question: What is 2+2?\n\nPrevious solution:\n2+2=5\n\n"
-        "Critique:\nStep 1 is wrong: 2+2=4.\nVerdict: incorrect\n\nRefined solution:")
+        "Critique:\nStep sentence: 2+2=5\nCorrectness of the step: Wrong\n\nNew solution:\n")
+    assert refine_target("  2+2=4\nThe answer is 4\n") == "2+2=4\nThe answer is 4"
 
 
-@pytest.mark.parametrize("text, verdict", [
-    ("Step 1 ok.\nVerdict: correct", "correct"),
-    ("Step 2 wrong.\nverdict:  **Incorrect**", "incorrect"),
-    ("Verdict: correct ... on reflection Verdict: incorrect", "incorrect"),   # the last one counts
-    ("No conclusion here.", None),
-])
-def test_parse_verdict(text: str, verdict: str | None) -> None:
-    assert parse_verdict(text) == verdict
+def test_short_critique_and_refine_exact() -> None:
+    # the synthetic task's tiny models: the actor's own Q/A format, then the check
+    assert critique_prompt(" What is 2+3? ", "2+3=6\n#### 6\n", "short") == (
+        "Question: What is 2+3?\nAnswer: 2+3=6\n#### 6\nCheck:\n")
+    assert refine_prompt("What is 2+3?", "2+3=6\n#### 6", "1: 2+3=5 wrong\nFinal: wrong\n",
+                         "short") == ("Question: What is 2+3?\nAnswer: 2+3=6\n#### 6\nCheck:\n"
+                                      "1: 2+3=5 wrong\nFinal: wrong\nAnswer:")
+    # a refinement ends like a zero-shot prompt, and its target follows after one space
+    assert refine_prompt("Q?", "s", "c", "short").endswith(build_prompt("Q?")[-len("\nAnswer:"):])
+    assert refine_target("2+3=5\n#### 5", "short") == " 2+3=5\n#### 5"
+    with pytest.raises(ConfigError, match="prompt.variant: expected one of full, short, got 'tiny'"):
+        critique_prompt("Q?", "s", "tiny")
 
 
 def test_default_stops() -> None:
     assert default_stop("zero_shot") == ["\n\nQuestion", "Question:"]
     assert default_stop("few_shot") == ["\n\nQuestion", "Question:"]
     assert default_stop("chat") == []
-    assert default_stop("critique") == ["\n\nQuestion"]     # keeps the verdict line in the text
+    assert default_stop("critique") == ["\n\nQuestion", "\nQuestion:"]   # keeps the verdict line
+    assert default_stop("refine") == ["\n\nQuestion", "Question:"]
+    assert default_stop("critique_short") == ["\n\n", "Question:"]
+    assert default_stop("refine_short") == ["\n\nQuestion", "Question:", "\nCheck:"]
     with pytest.raises(ConfigError, match="got 'nope'"):
         default_stop("nope")
 

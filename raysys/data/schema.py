@@ -42,6 +42,8 @@ CRITIQUES = pa.schema([
     pa.field("refined", pa.string()),
     pa.field("refined_pred", pa.string()),
     pa.field("refined_correct", pa.bool_()),
+    pa.field("steps", pa.string()),           # JSON list of per-step verdicts (true/false/null)
+    pa.field("first_wrong_step", pa.int32()), # 1-based; null when no step is wrong
 ])
 
 SFT = pa.schema([
