@@ -14,9 +14,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+if TYPE_CHECKING:
+    from raysys.engines.base import SamplingParams
 
 T = TypeVar("T")
 
@@ -286,6 +289,8 @@ class DatasetSpec:
 
 @dataclass
 class SamplingConfig:
+    """How a stage samples: ``n`` completions per prompt; temperature 0 is greedy."""
+
     n: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
@@ -293,6 +298,15 @@ class SamplingConfig:
     max_new_tokens: int = 512
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+
+    def params(self, default_stop: list[str] | tuple[str, ...] = ()) -> SamplingParams:
+        """The engine-level :class:`~raysys.engines.base.SamplingParams` this section asks for
+        (the one derived type); ``stop`` falls back to ``default_stop`` (the template's)."""
+        from raysys.engines.base import SamplingParams
+
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k, max_new_tokens=self.max_new_tokens,
+                              stop=tuple(self.stop or default_stop), seed=self.seed)
 
     def validate(self, path: str) -> None:
         if self.n < 1:
@@ -306,18 +320,56 @@ class SamplingConfig:
 
 @dataclass
 class EngineConfig:
-    kind: Literal["auto", "vllm", "hf"] = "auto"
+    kind: Literal["auto", "vllm", "hf", "guided"] = "auto"   # guided: LLM2 verifier-guided HF loop
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85   # on CPU vLLM reads this as a KV-cache fraction; keep small
-    batch_size: int = 64                   # HF engine prompts per forward
+    batch_size: int = 64                   # HF / guided engine prompts per forward
     enforce_eager: bool = False
     max_loras: int = 1
     max_lora_rank: int = 64
+    # Guided decoding (kind "guided") only:
+    verifier: str | None = None            # None; the saved TokenVerifier dir (required for guided)
+    beta: float = 0.25                     # 0.25 (authors' script); candidate logit += beta * score
+    alpha: float = 0.1                     # 0.1 (authors' script); candidates: p >= alpha * p_max
+    top_k_candidates: int = 0              # 0 = no cap; else at most the top-k alpha-plausible tokens
 
     def validate(self, path: str) -> None:
         check_range(self.gpu_memory_utilization, _join(path, "gpu_memory_utilization"), 0.01, 1.0)
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"{_join(path, 'tensor_parallel_size')}: expected >= 1")
+        if self.kind == "guided" and not self.verifier:
+            raise ConfigError(f"{_join(path, 'verifier')}: kind 'guided' needs a verifier dir")
+        if not 0 <= self.beta < float("inf"):       # also refuses NaN
+            raise ConfigError(f"{_join(path, 'beta')}: expected a finite number >= 0, got {self.beta}")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"{_join(path, 'alpha')}: expected 0 < alpha <= 1, got {self.alpha}")
+        if self.top_k_candidates < 0:
+            raise ConfigError(f"{_join(path, 'top_k_candidates')}: expected >= 0 (0 = no cap), "
+                              f"got {self.top_k_candidates}")
+
+
+@dataclass
+class RoleResources:
+    """One role's actor group (``cluster.roles.<role>``): replicas and resources per replica."""
+
+    replicas: int = 1
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+
+    def validate(self, path: str) -> None:
+        if self.replicas < 1:
+            raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
+        for name in ("cpus_per_replica", "gpus_per_replica"):
+            v = getattr(self, name)
+            if not 0 <= v < float("inf"):
+                raise ConfigError(f"{_join(path, name)}: expected a finite value >= 0, got {v}")
+
+    def bundle(self) -> dict[str, float]:
+        """One placement-group bundle for a replica; zero-sized resources are left out."""
+        out = {"CPU": float(self.cpus_per_replica)}
+        if self.gpus_per_replica > 0:
+            out["GPU"] = float(self.gpus_per_replica)
+        return out
 
 
 @dataclass
@@ -330,7 +382,22 @@ class ClusterConfig:
     batch_size: int = 64                   # Ray Data batch size for sampling
     max_restarts: int = 3                  # sampler actor restarts
     num_cpus: int | None = None            # local Ray only: cap CPUs
+    # How role groups (sampler, critic, guided decoder) share the cluster:
+    #   alternate: one group alive at a time, all stopped before a training stage (default: fits
+    #              the smallest machine; models reload between stages);
+    #   split:     each role has its own replicas, alive at once and through training;
+    #   colocate:  replica i of every role shares placement bundle i (e.g. actor and critic on
+    #              the same GPUs), alive at once and through training.
+    placement: Literal["alternate", "split", "colocate"] = "alternate"
+    # Per-role resources; a role not listed uses replicas / cpus_per_replica / gpus_per_replica.
+    roles: dict[str, RoleResources] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
+
+    def role(self, name: str) -> RoleResources:
+        """Resources of role ``name``'s group: its ``roles`` entry or the cluster defaults."""
+        if name in self.roles:
+            return self.roles[name]
+        return RoleResources(self.replicas, self.cpus_per_replica, self.gpus_per_replica)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | None, force: bool) -> dict:
+def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | None, force: bool) -> Any:
     """Validate the whole config (one ConfigError before any work), then run its recipe."""
     from raysys.recipes import load_run_config, recipe_module
 
@@ -18,11 +19,12 @@ def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | Non
     return recipe_module(cfg.recipe).run(cfg, force=force)
 
 
-def _print_result(result: dict) -> None:
+def _print_result(result: Any) -> None:
+    """A recipe's :class:`~raysys.recipes.steps.RecipeResult`: its table and where it wrote."""
     from raysys.pipeline.report import accuracy_table
 
-    click.echo(accuracy_table(result["evals"]))
-    click.echo(f"\nrun dir: {result['run_dir']}\nreport:  {result['report']}")
+    click.echo(accuracy_table(result.eval_dicts()))
+    click.echo(f"\nrun dir: {result.run_dir}\nreport:  {result.report}")
 
 
 @click.command()

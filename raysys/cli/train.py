@@ -8,7 +8,7 @@ import click
 
 
 @click.command("train")
-@click.option("--kind", type=click.Choice(["sft", "dpo", "orpo", "verifier"]), default=None,
+@click.option("--kind", default=None,
               help="Loss: sft, dpo, orpo or verifier (LLM2 token pairs).")
 @click.option("--model", "model", default=None, help="Model directory to start from.")
 @click.option("--data", default=None, help="Parquet file, stage dir, LLaMA-Factory JSON or JSONL.")
@@ -30,7 +30,7 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
           overrides: tuple[str, ...]) -> None:
     """Fine-tune MODEL on DATA with one of the sft/dpo/orpo/verifier losses; write OUT."""
     from raysys.config import deep_merge, load_yaml, parse_overrides, from_dict
-    from raysys.training.config import TrainConfig
+    from raysys.training.config import TrainConfig, require_run_fields
 
     raw = load_yaml(config_path) if config_path else {}
     flags = {"kind": kind, "model": model, "data": data, "out": out, "num_workers": workers,
@@ -40,6 +40,7 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
         lora = {"enabled": False} if lora_r == 0 else {"r": lora_r, "enabled": True}
         raw = deep_merge(raw, {"lora": lora})
     raw = deep_merge(raw, parse_overrides(overrides))
+    require_run_fields(raw)
     cfg = from_dict(TrainConfig, raw)
 
     from raysys.training.trainer import train as run_train

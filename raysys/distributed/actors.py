@@ -1,7 +1,8 @@
-"""Long-lived sampler actors: a model stays loaded across the iterations of a recipe loop.
+"""Role actor groups: a model stays loaded across the stages and iterations of a recipe loop.
 
-``SamplerPool`` places ``n`` :class:`SamplerActor` replicas with one placement group (one
-bundle per replica, strategy from ``ClusterConfig``). Actors restart after a crash
+``ActorGroup`` places ``n`` replicas of any :class:`RoleActor` class (sampler, critic, guided
+decoder) with one placement group (one bundle per replica, strategy from ``ClusterConfig``);
+``SamplerPool`` is the group of :class:`SamplerActor`. Actors restart after a crash
 (``max_restarts``) and Ray retries the in-flight calls (``max_task_retries``). Every call
 carries the weights it expects, so a restarted actor (which re-runs its constructor with the
 original model) reloads trained weights before answering instead of silently using stale ones.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -50,25 +52,25 @@ def replica_bundle(cluster: ClusterConfig) -> dict[str, float]:
     return bundle
 
 
-class SamplerActor:
-    """Holds one engine. Wrapped with ``ray.remote`` by :class:`SamplerPool`."""
+class RoleActor:
+    """Base of the actors an :class:`ActorGroup` runs (sampler, critic, guided decoder, ...).
 
-    def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
-        from raysys.engines import make_engine
+    Tracks the weights it serves; :meth:`call` first switches to the weights the caller
+    expects, so a restarted actor (whose constructor re-ran with the original model) reloads
+    trained weights before answering. Subclasses override :meth:`load_weights` (calling super).
+    """
 
-        self._engine = make_engine(model, engine)
+    def __init__(self, model: ModelSpec) -> None:
         self._weights: Weights = (model.path, model.adapter)
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 weights: Weights | None = None) -> list[list[Completion]]:
-        """Generate for ``prompts``; first switch to ``weights`` if they differ from ours."""
+    def call(self, method: str, items: list[Any], *args: Any, weights: Weights | None = None) -> Any:
+        """``self.<method>(items, *args)`` after switching to ``weights`` if they differ."""
         if weights is not None and tuple(weights) != self._weights:
             self.load_weights(*weights)
-        return self._engine.generate(prompts, params)
+        return getattr(self, method)(items, *args)
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         """Serve new weights (a trained model dir or a LoRA adapter) in place."""
-        self._engine.load_weights(model_path, adapter)
         self._weights = (model_path, adapter)
 
     def ping(self) -> dict[str, Any]:
@@ -80,45 +82,76 @@ class SamplerActor:
                 "model_path": self._weights[0], "adapter": self._weights[1]}
 
 
-class SamplerPool:
-    """``n`` sampler replicas in one placement group; ``generate`` keeps prompt order."""
+class SamplerActor(RoleActor):
+    """Holds one engine (HF, vLLM, guided: whatever ``make_engine`` builds)."""
 
-    def __init__(self, n: int, model: ModelSpec, engine: EngineConfig,
-                 cluster: ClusterConfig | None = None) -> None:
+    def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
+        from raysys.engines import make_engine
+
+        super().__init__(model)
+        self._engine = make_engine(model, engine)
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        return self._engine.generate(prompts, params)
+
+    def load_weights(self, model_path: str, adapter: str | None = None) -> None:
+        self._engine.load_weights(model_path, adapter)
+        super().load_weights(model_path, adapter)
+
+
+class ActorGroup:
+    """``n`` replicas of one :class:`RoleActor` class in one placement group (one bundle each).
+
+    ``map(method, items, *args)`` splits ``items`` evenly over the replicas and returns the
+    results in item order; every call carries the weights the group serves. Replicas restart
+    after a crash (``cluster.max_restarts``) and Ray retries their in-flight calls.
+    ``bundle`` overrides the per-replica resources (default: the cluster's replica bundle);
+    ``placement_group`` + ``bundle_offset`` place the replicas in an existing group (colocation).
+    """
+
+    def __init__(self, actor_cls: type, n: int, model: ModelSpec, *args: Any,
+                 cluster: ClusterConfig | None = None, bundle: dict[str, float] | None = None,
+                 placement_group: Any = None, role: str = "sampler") -> None:
         import ray
-        from ray.util.placement_group import placement_group
+        from ray.util.placement_group import placement_group as make_pg
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         from raysys.distributed.ray_init import init_ray
 
         if n < 1:
-            raise ValueError(f"SamplerPool: expected n >= 1, got {n}")
+            raise ValueError(f"{type(self).__name__}: expected n >= 1, got {n}")
         cluster = cluster or ClusterConfig()
         init_ray(cluster)
+        self.role = role
+        self.actor_cls = actor_cls
+        self.model = model
         self._weights: Weights = (model.path, model.adapter)
-        bundle = replica_bundle(cluster)
-        self._pg = placement_group([dict(bundle) for _ in range(n)],
-                                   strategy=cluster.placement_strategy)
-        ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
-        if not ready:
-            ray.util.remove_placement_group(self._pg)
-            raise StageError(
-                f"cluster: cannot place {n} sampler replicas of {bundle} with strategy "
-                f"{cluster.placement_strategy} (cluster has {ray.cluster_resources()})")
-        remote_cls = ray.remote(SamplerActor)
+        bundle = bundle or replica_bundle(cluster)
+        self._own_pg = placement_group is None
+        if self._own_pg:
+            placement_group = make_pg([dict(bundle) for _ in range(n)],
+                                      strategy=cluster.placement_strategy)
+            ready, _ = ray.wait([placement_group.ready()], timeout=PLACEMENT_TIMEOUT_S)
+            if not ready:
+                ray.util.remove_placement_group(placement_group)
+                raise StageError(
+                    f"cluster: cannot place {n} {role} replicas of {bundle} with strategy "
+                    f"{cluster.placement_strategy} (cluster has {ray.cluster_resources()})")
+        self._pg = placement_group
+        remote_cls = ray.remote(actor_cls)
         self.actors = [
             remote_cls.options(
-                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0),
+                num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
                 max_restarts=cluster.max_restarts,
-                # Bounded like restarts: a prompt that crashes the engine every time must surface.
+                # Bounded like restarts: a request that crashes the actor every time must surface.
                 max_task_retries=max(cluster.max_restarts, 0),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=self._pg, placement_group_bundle_index=i),
-            ).remote(model, engine)
+                    placement_group=placement_group, placement_group_bundle_index=i),
+            ).remote(model, *args)
             for i in range(n)
         ]
         where = ray.get([a.ping.remote() for a in self.actors])   # start-up errors surface here
-        log.info("sampler pool: %d replicas of %s on %d node(s)", n, model.path,
+        log.info("%s group: %d replicas of %s on %d node(s)", role, n, model.path,
                  len({w["node_id"] for w in where}))
 
     def __len__(self) -> int:
@@ -129,65 +162,90 @@ class SamplerPool:
         """``(model_path, adapter)`` the replicas serve now."""
         return self._weights
 
-    def submit(self, prompts: list[str], params: SamplingParams) -> list[Any]:
-        """Start generating without waiting: one ``ObjectRef`` per replica chunk, in order.
-
-        Each chunk gets its own seed offset so sampled chunks are not copies of one another;
-        greedy output does not depend on the split. :meth:`gather` turns the refs into results.
-        """
+    def submit(self, method: str, items: list[Any], *args: Any,
+               chunk_args: Callable[[int, tuple], tuple] | None = None) -> list[Any]:
+        """Start ``method`` on even chunks of ``items`` without waiting: one ``ObjectRef`` per
+        replica chunk, in order. ``chunk_args(start, args)`` may vary the arguments per chunk."""
         refs = []
-        for i, (start, end) in enumerate(split_even(len(prompts), len(self.actors))):
-            chunk_params = params if params.seed is None else replace(params, seed=params.seed + start)
-            refs.append(self.actors[i].generate.remote(prompts[start:end], chunk_params, self._weights))
+        for i, (start, end) in enumerate(split_even(len(items), len(self.actors))):
+            a = chunk_args(start, args) if chunk_args is not None else args
+            refs.append(self.actors[i].call.remote(method, items[start:end], *a, weights=self._weights))
         return refs
 
     @staticmethod
-    def gather(refs: list[Any]) -> list[list[Completion]]:
-        """Wait for :meth:`submit`'s refs; completions in prompt order."""
+    def gather(refs: list[Any]) -> list[Any]:
+        """Wait for :meth:`submit`'s refs; results concatenated in item order."""
         import ray
 
-        out: list[list[Completion]] = []
+        out: list[Any] = []
         for part in ray.get(refs):
             out.extend(part)
         return out
 
+    def map(self, method: str, items: list[Any], *args: Any) -> list[Any]:
+        """``method`` over ``items`` split across the replicas; results in item order."""
+        return self.gather(ActorGroup.submit(self, method, items, *args))
+
+    def submit_generate(self, prompts: list[str], params: SamplingParams) -> list[Any]:
+        """Start ``generate`` (every text role has it) on prompt chunks: each chunk gets its own
+        seed offset so sampled chunks are not copies of one another; greedy output does not
+        depend on the split. :meth:`gather` turns the refs into completions."""
+        def seeded(start: int, args: tuple) -> tuple:
+            p = args[0]
+            return (p if p.seed is None else replace(p, seed=p.seed + start),)
+        return ActorGroup.submit(self, "generate", prompts, params, chunk_args=seeded)
+
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         """Split ``prompts`` across replicas and return their completions in prompt order."""
-        return self.gather(self.submit(prompts, params))
+        return self.gather(self.submit_generate(prompts, params))
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
-        """Make every replica serve new weights (restarted replicas catch up on their next call)."""
+        """Make every replica serve new weights in place (a restarted replica catches up on its
+        next call, which carries them)."""
         import ray
 
         self._weights = (model_path, adapter)
         ray.get([a.load_weights.remote(model_path, adapter) for a in self.actors])
 
     def ping(self) -> list[dict[str, Any]]:
-        """``SamplerActor.ping`` of every replica, in replica order."""
+        """``RoleActor.ping`` of every replica, in replica order."""
         import ray
 
         return ray.get([a.ping.remote() for a in self.actors])
 
     def shutdown(self) -> None:
-        """Kill the replicas and free their placement group."""
+        """Kill the replicas and free their placement group (when the group owns it)."""
         import ray
 
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
-        ray.util.remove_placement_group(self._pg)
+        if self._own_pg:
+            ray.util.remove_placement_group(self._pg)
 
-    def __enter__(self) -> SamplerPool:
+    def __enter__(self) -> ActorGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
 
+class SamplerPool(ActorGroup):
+    """``n`` :class:`SamplerActor` replicas; ``generate`` keeps prompt order."""
+
+    def __init__(self, n: int, model: ModelSpec, engine: EngineConfig,
+                 cluster: ClusterConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(SamplerActor, n, model, engine, cluster=cluster, **kwargs)
+
+    def submit(self, prompts: list[str], params: SamplingParams) -> list[Any]:  # type: ignore[override]
+        """Start generating without waiting (see :meth:`ActorGroup.submit_generate`)."""
+        return self.submit_generate(prompts, params)
+
+
 class OnDemandPool:
-    """A :class:`SamplerPool` started on first :meth:`get`, so a resumed recipe whose stages
-    are already complete starts no engine. ``with OnDemandPool(...) as p:`` stops it at the end
-    (before a training stage needs the resources back)."""
+    """A :class:`SamplerPool` started on first :meth:`get` (or call), so a resumed recipe whose
+    stages are already complete starts no engine. ``with OnDemandPool(...) as p:`` stops it at
+    the end (before a training stage needs the resources back)."""
 
     def __init__(self, n: int, model: ModelSpec, engine: EngineConfig,
                  cluster: ClusterConfig | None = None) -> None:
@@ -203,6 +261,8 @@ class OnDemandPool:
         if self._pool is None:
             self._pool = SamplerPool(*self._args)
         return self._pool
+
+    __call__ = get
 
     def shutdown(self) -> None:
         if self._pool is not None:

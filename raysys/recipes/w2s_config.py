@@ -13,98 +13,14 @@ from typing import Any, Literal
 
 from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
                            SamplingConfig, check_file, check_range)
-from raysys.training.config import LoraConfig
+from raysys.recipes.model_steps import TinyModel
+from raysys.training.config import TrainConfig
 
 W2S_STOP = ["Question", "Answer"]     # the paper's zero-shot stops (a new Q/A block)
 
 
 def _key(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-@dataclass
-class StageTrain:
-    """Hyper-parameters of one training stage; model, data and output are set by the recipe."""
-
-    lr: float = 1e-4
-    epochs: int = 1
-    max_steps: int | None = None
-    micro_batch_size: int = 4
-    grad_accum: int = 1
-    num_workers: int = 1
-    zero_stage: int = 2
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_len: int = 1024
-    seed: int = 0
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    merge_output: bool = True           # a merged HF dir is what the next stage samples/trains
-    dpo_beta: float = 0.1
-    orpo_lambda: float = 0.1
-    use_gpu: bool = False
-    # e.g. {CPU: 2}: Ray gives a worker as many torch threads as CPUs (one by default)
-    resources_per_worker: dict[str, float] = field(default_factory=dict)
-
-    def validate(self, path: str) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"{_key(path, 'lr')}: expected > 0, got {self.lr}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ConfigError(f"{_key(path, 'zero_stage')}: expected one of 0, 1, 2, 3, got {self.zero_stage}")
-        for name in ("epochs", "micro_batch_size", "grad_accum", "num_workers", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_key(path, name)}: expected >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"{_key(path, 'max_steps')}: expected >= 1, got {self.max_steps}")
-        check_range(self.warmup_ratio, _key(path, "warmup_ratio"), 0.0, 1.0)
-
-    def train_fields(self) -> dict[str, Any]:
-        """The ``TrainConfig`` keys this section sets (as plain data)."""
-        from raysys.config import to_dict
-
-        return to_dict(self)
-
-
-@dataclass
-class TinyModel:
-    """Build a tiny model locally (``models.<name>.path: tiny``), optionally pre-trained on
-    synthetic problems (question -> worked solution) through the project's trainer."""
-
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 2
-    vocab_size: int = 512
-    seed: int = 0
-    pretrain_problems: int = 0          # 0: no pre-training
-    pretrain_seed: int = 1000
-    # Up to this many solved problems precede each pre-training example in the few-shot format,
-    # as in the documents a real base model is pre-trained on; without them a tiny "strong"
-    # model has never seen a few-shot prompt and its in-context answers (step 3) are noise.
-    pretrain_max_demos: int = 0
-    # >= 1: no zero-shot documents, so the base model can answer when shown examples but has
-    # not been taught the zero-shot format the stage-I data elicits (the paper's setting).
-    pretrain_min_demos: int = 0
-    # Knobs of the synthetic pre-training problems (min_steps, max_steps, max_operand, ops);
-    # the generator's defaults (operands <= 20) otherwise, harder than the demo's task.
-    pretrain_options: dict[str, Any] = field(default_factory=dict)
-    pretrain: StageTrain = field(default_factory=lambda: StageTrain(
-        lr=3e-3, lora=LoraConfig(enabled=False), merge_output=False, warmup_ratio=0.05))
-
-    def validate(self, path: str) -> None:
-        if self.hidden % 64 or self.hidden // 64 != self.heads:
-            raise ConfigError(f"{_key(path, 'hidden')}: expected heads * 64 (head_dim 64), "
-                              f"got hidden={self.hidden}, heads={self.heads}")
-        if self.pretrain_problems < 0:
-            raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
-        if self.pretrain_max_demos < 0:
-            raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected >= 0")
-        if not 0 <= self.pretrain_min_demos <= self.pretrain_max_demos:
-            raise ConfigError(f"{_key(path, 'pretrain_min_demos')}: expected 0 <= value <= "
-                              f"pretrain_max_demos ({self.pretrain_max_demos}), got {self.pretrain_min_demos}")
-        from raysys.data.sources import SYNTHETIC_OPTIONS
-        for k in self.pretrain_options:
-            if k not in SYNTHETIC_OPTIONS - {"n", "seed"}:
-                raise ConfigError(f"{_key(path, 'pretrain_options')}.{k}: unknown option (known: "
-                                  "max_operand, max_steps, min_steps, ops)")
 
 
 @dataclass
@@ -139,7 +55,7 @@ class WeakSFT:
     """Step 1: SFT of the weak model on train_1 (question -> gold solution)."""
 
     enabled: bool = True
-    train: StageTrain = field(default_factory=StageTrain)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
@@ -159,7 +75,7 @@ class ICLConfig:
 class Stage1Config:
     variant: Literal["hybrid", "weak", "icl"] = "hybrid"
     iterations: int = 1                 # 2: relabel with the stage-I model and train again
-    train: StageTrain = field(default_factory=StageTrain)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, path: str) -> None:
         if self.iterations not in (1, 2):
@@ -176,7 +92,7 @@ class Stage2Config:
     max_pairs: int | None = None        # default: 1, or 3 when data.math_like
     method: Literal["dpo", "orpo"] = "dpo"
     seed: int = 0
-    train: StageTrain = field(default_factory=lambda: StageTrain(lr=5e-6))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6))
 
     def validate(self, path: str) -> None:
         check_range(self.min_confidence, _key(path, "min_confidence"), 0.0, 1.0)
@@ -224,6 +140,9 @@ class W2SConfig:
     seed: int = 0
 
     def validate(self, path: str) -> None:
+        for key, stage in (("weak_sft.train", self.weak_sft.train), ("stage1.train", self.stage1.train),
+                           ("stage2.train", self.stage2.train)):
+            stage.check_stage(key)
         for name in ("weak", "strong"):
             spec = getattr(self.models, name)
             if spec is not None and spec.path == "tiny" and getattr(self.tiny, name) is None:

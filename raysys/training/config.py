@@ -1,7 +1,9 @@
-"""``TrainConfig``: one typed config for every training kind (sft, dpo, orpo, verifier).
+"""``TrainConfig``: one typed config for every training kind and every place that trains.
 
-Loaded through :func:`raysys.config.from_dict`, so an unknown key or a wrong type names the
-key; :meth:`TrainConfig.validate` adds the value checks (ZeRO stage, paths, batch sizes).
+``raysys train`` fills every field from flags/YAML; a recipe's training stage is the same type
+with ``kind`` / ``model`` / ``data`` / ``out`` left unset (the recipe sets them:
+:meth:`TrainConfig.for_stage`). Loaded through :func:`raysys.config.from_dict`, so an unknown
+key or a wrong type names the key; :meth:`TrainConfig.validate` adds the value checks.
 """
 
 from __future__ import annotations
@@ -33,31 +35,38 @@ class LoraConfig:
             raise ConfigError(f"{path}.target_modules: expected at least one module name")
 
 
+# Fields a recipe sets on its training stages; a recipe config that sets them is an error.
+STAGE_SET_FIELDS = ("kind", "model", "data", "out")
+
+
 @dataclass
 class TrainConfig:
-    """A training run on Ray Train (DeepSpeed + optional LoRA)."""
+    """A training run on Ray Train (DeepSpeed + optional LoRA). Each field's default is shown."""
 
-    kind: Literal["sft", "dpo", "orpo", "verifier"]
-    model: str                              # HF model dir (verifier: base LM or TokenVerifier dir)
-    data: str                               # parquet file, stage dir, LLaMA-Factory JSON, JSONL
-    out: str                                # output model / adapter dir
-    num_workers: int = 1
+    kind: str | None = None                 # a registered kind: sft, dpo, orpo, verifier, ...
+    model: str | None = None                # HF model dir (verifier: base LM or TokenVerifier dir)
+    data: str | None = None                 # parquet file, stage dir, LLaMA-Factory JSON, JSONL
+    out: str | None = None                  # output model / adapter dir
+    num_workers: int = 1                    # Ray Train workers (data parallel)
     use_gpu: bool = False
+    # e.g. {CPU: 2}: Ray gives a worker as many torch threads as CPUs (one by default)
     resources_per_worker: dict[str, float] = field(default_factory=dict)
-    zero_stage: int = 2
-    lr: float = 1e-4
+    zero_stage: int = 2                     # DeepSpeed ZeRO stage 0-3
+    lr: float = 1e-4                        # peak learning rate
     weight_decay: float = 0.0
     epochs: int = 1
     max_steps: int | None = None            # optimizer steps; overrides epochs when set
-    micro_batch_size: int = 4
+    micro_batch_size: int = 4               # examples per worker per forward
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     warmup_ratio: float = 0.0               # linear warmup, then cosine decay to 0
-    max_len: int = 1024
+    max_len: int = 1024                     # tokens per example (see overflow)
     overflow: Literal["truncate", "drop"] = "truncate"
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
-    merge_output: bool = False              # True: merged HF dir; False: adapter dir (LoRA only)
+    # True: a merged HF dir; False: the adapter dir (LoRA only). None: merged in recipes (the
+    # next stage samples or trains on it), the adapter dir for ``raysys train``.
+    merge_output: bool | None = None
     dpo_beta: float = 0.1
     dpo_label_smoothing: float = 0.0
     orpo_lambda: float = 0.1
@@ -74,6 +83,9 @@ class TrainConfig:
         def key(name: str) -> str:
             return f"{path}.{name}" if path else name
 
+        if self.kind is not None:
+            from raysys.training.kinds import get_kind
+            get_kind(self.kind, key("kind"))
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"{key('zero_stage')}: expected one of 0, 1, 2, 3, got {self.zero_stage}")
         for name in ("num_workers", "micro_batch_size", "grad_accum", "epochs", "max_len", "log_every"):
@@ -85,16 +97,44 @@ class TrainConfig:
                 raise ConfigError(f"{key(name)}: expected >= 1, got {v}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"{key('checkpoint_every')}: expected >= 0, got {self.checkpoint_every}")
-        if self.lr <= 0:
-            raise ConfigError(f"{key('lr')}: expected > 0, got {self.lr}")
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise ConfigError(f"{key('lr')}: expected a finite value > 0, got {self.lr}")
         check_range(self.warmup_ratio, key("warmup_ratio"), 0.0, 1.0)
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
-        if not Path(self.model).expanduser().is_dir():
+        if self.model is not None and not Path(self.model).expanduser().is_dir():
             raise ConfigError(f"{key('model')}: model directory not found: {self.model}")
-        if not Path(self.data).expanduser().exists():
+        if self.data is not None and not Path(self.data).expanduser().exists():
             raise ConfigError(f"{key('data')}: file or directory not found: {self.data}")
+
+    def require_run_fields(self) -> None:
+        """A standalone run (``raysys train``) needs kind, model, data and out."""
+        require_run_fields({name: getattr(self, name) for name in STAGE_SET_FIELDS})
+
+    def check_stage(self, path: str) -> None:
+        """A recipe stage's section must leave kind/model/data/out to the recipe."""
+        for name in STAGE_SET_FIELDS:
+            if getattr(self, name) is not None:
+                raise ConfigError(f"{path}.{name}: set by the recipe for this stage; remove it")
+
+    def for_stage(self, *, kind: str, model: str, data: str, out: str, name: str,
+                  trust_remote_code: bool = False) -> TrainConfig:
+        """This stage config completed by the recipe (validated again: paths now exist)."""
+        from raysys.config import from_dict, to_dict
+
+        merge = self.merge_output if self.merge_output is not None else True
+        fields = {**to_dict(self), "kind": kind, "model": model, "data": data, "out": out,
+                  "name": name, "trust_remote_code": trust_remote_code,
+                  "merge_output": bool(merge and self.lora.enabled)}
+        return from_dict(TrainConfig, fields, f"train.{name}")
 
     @property
     def use_bf16(self) -> bool:
         """bf16 when asked, or on GPU under ``auto`` (CPU bf16 is slower than fp32 here)."""
         return self.use_gpu if self.bf16 == "auto" else bool(self.bf16)
+
+
+def require_run_fields(raw: dict) -> None:
+    """Checked on the raw mapping first, so a missing ``--model`` is named before any path check."""
+    for name in STAGE_SET_FIELDS:
+        if raw.get(name) is None:
+            raise ConfigError(f"{name}: required field missing (expected str)")

@@ -12,8 +12,7 @@ from typing import Any
 
 from raysys.data.io import DataError, read_records
 
-# Table kind each training kind reads, and the fields a row must carry.
-TABLE_KIND = {"sft": "sft", "dpo": "pairs", "orpo": "pairs", "verifier": "token_pairs"}
+# The fields a row of each table kind must carry (a training kind declares its table kind).
 REQUIRED = {
     "sft": ("prompt", "response"),
     "pairs": ("prompt", "chosen", "rejected"),
@@ -67,12 +66,14 @@ def _check_row(row: dict[str, Any], table_kind: str, where: str) -> dict[str, An
 
 
 def load_rows(path: str | Path, kind: str) -> list[dict[str, Any]]:
-    """Read and validate the rows of training kind ``kind`` (sft, dpo, orpo, verifier).
+    """Read and validate the rows of training kind ``kind`` (any registered kind).
 
     Raises :class:`DataError` naming the file and line for a missing file, malformed JSON,
     a missing field, or an empty dataset.
     """
-    table_kind = TABLE_KIND[kind]
+    from raysys.training.kinds import get_kind
+
+    table_kind = get_kind(kind).table_kind
     p = Path(path).expanduser()
     if p.is_dir() and (p / "dataset_info.json").is_file():
         return _from_llama_factory_dir(p, table_kind)
@@ -103,11 +104,9 @@ def tokenize_rows(kind: str, rows: list[dict[str, Any]], tokenizer: Any, max_len
 
     Raises :class:`DataError` naming ``source`` when no example survives ``max_len``.
     """
-    from raysys.training import collators
+    from raysys.training.kinds import get_kind
 
-    fn = {"sft": collators.tokenize_sft, "dpo": collators.tokenize_pairs,
-          "orpo": collators.tokenize_pairs, "verifier": collators.tokenize_token_pairs}[kind]
-    examples, stats = fn(rows, tokenizer, max_len, overflow)
+    examples, stats = get_kind(kind).tokenize(rows, tokenizer, max_len, overflow)
     if not examples:
         raise DataError(f"{source}: empty dataset after tokenization ({stats['dropped']} of "
                         f"{len(rows)} rows dropped by max_len={max_len}, overflow={overflow})")

@@ -134,6 +134,10 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     from raysys.training.model_setup import validate_model_for_training
     from raysys.training.worker import train_loop_per_worker
 
+    from raysys.training.kinds import get_kind
+
+    cfg.require_run_fields()
+    kind = get_kind(cfg.kind)
     validate_model_for_training(cfg)
     cfg = with_absolute_paths(cfg)
     rows = load_rows(cfg.data, cfg.kind)
@@ -156,7 +160,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     resources = dict(cfg.resources_per_worker) or None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "examples": ray.put(examples), "work_dir": str(state_dir),
+        train_loop_config={"cfg": to_dict(cfg), "kind": kind, "examples": ray.put(examples), "work_dir": str(state_dir),
                            "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),

@@ -9,8 +9,9 @@ from raysys.config import ClusterConfig, SamplingConfig
 from raysys.data.schema import conform
 from raysys.distributed.actors import replica_bundle, split_even
 from raysys.distributed.ray_init import local_init_kwargs, resolve_address, runtime_env_vars
-from raysys.distributed.sampling import (dedupe_samples, done_pairs, missing_work, request_fingerprint,
-                                         sort_samples, to_sampling_params, udf_batch_size, udf_num_cpus)
+from raysys.distributed.generation import missing_items
+from raysys.distributed.sampling import (dedupe_samples, done_pairs, request_fingerprint, sort_samples,
+                                         udf_batch_size, udf_num_cpus)
 
 
 def _samples(pairs: list[tuple[str, int]], completions: list[str] | None = None) -> pa.Table:
@@ -49,9 +50,10 @@ def test_udf_batch_size_gives_every_replica_work() -> None:
 
 def test_missing_work_lists_only_absent_indices() -> None:
     done = {("a", 0), ("a", 1), ("b", 1)}
-    work = missing_work(["a", "b", "c"], ["pa", "pb", "pc"], ["1", None, "3"], 2, done)
-    assert work == [{"problem_id": "b", "prompt": "pb", "gold_answer": None, "sample_idxs": [0]},
-                    {"problem_id": "c", "prompt": "pc", "gold_answer": "3", "sample_idxs": [0, 1]}]
+    items = [{"gold_answer": "1"}, {"gold_answer": None}, {"gold_answer": "3"}]
+    work = missing_items(["a", "b", "c"], ["pa", "pb", "pc"], items, 2, done)
+    assert work == [{"key": "b", "prompt": "pb", "item": '{"gold_answer": null}', "idxs": [0]},
+                    {"key": "c", "prompt": "pc", "item": '{"gold_answer": "3"}', "idxs": [0, 1]}]
 
 
 def test_dedupe_keeps_first_row_per_pair_and_sort_follows_problem_order() -> None:
@@ -67,9 +69,9 @@ def test_dedupe_keeps_first_row_per_pair_and_sort_follows_problem_order() -> Non
 
 
 def test_sampling_params_from_config_prefers_configured_stop() -> None:
-    p = to_sampling_params(SamplingConfig(n=3, temperature=0.7, max_new_tokens=9, seed=5), ["Q:"])
+    p = SamplingConfig(n=3, temperature=0.7, max_new_tokens=9, seed=5).params(["Q:"])
     assert (p.n, p.temperature, p.max_new_tokens, p.seed, p.stop) == (3, 0.7, 9, 5, ("Q:",))
-    assert to_sampling_params(SamplingConfig(stop=["END"]), ["Q:"]).stop == ("END",)
+    assert SamplingConfig(stop=["END"]).params(["Q:"]).stop == ("END",)
 
 
 def test_request_fingerprint_is_order_independent_and_sensitive() -> None:

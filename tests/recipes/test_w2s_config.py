@@ -92,7 +92,7 @@ def test_cli_bad_config_fails_before_any_work(tmp_path: Path) -> None:
 def test_pretrain_rows_mix_zero_and_few_shot_prompts_without_self_demos() -> None:
     from raysys.data.synthetic import make_problems
     from raysys.prompts import build_prompt
-    from raysys.recipes.weak_to_strong import pretrain_rows
+    from raysys.recipes.model_steps import pretrain_rows
 
     problems = make_problems(60, seed=5)
     rows = pretrain_rows(problems, max_demos=2, seed=0)
@@ -109,7 +109,7 @@ def test_pretrain_rows_mix_zero_and_few_shot_prompts_without_self_demos() -> Non
 
 def test_pretrain_rows_min_demos_leaves_the_zero_shot_format_out() -> None:
     from raysys.data.synthetic import make_problems
-    from raysys.recipes.weak_to_strong import pretrain_rows
+    from raysys.recipes.model_steps import pretrain_rows
 
     problems = make_problems(60, seed=5)
     rows = pretrain_rows(problems, max_demos=2, seed=0, min_demos=1)

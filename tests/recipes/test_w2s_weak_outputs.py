@@ -11,7 +11,8 @@ from raysys.config import to_dict
 from raysys.data.io import DataError
 from raysys.pipeline import RunDir
 from raysys.recipes import load_run_config
-from raysys.recipes import weak_to_strong as w2s
+from raysys.recipes import steps
+from raysys.recipes.w2s_data import weak_outputs_stage
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -30,8 +31,9 @@ def test_precomputed_weak_outputs_become_graded_weak_labels(shared_data_dir: Pat
                                                             tmp_path: Path) -> None:
     cfg = _cfg(shared_data_dir, tiny_model_dir, tmp_path)
     rd = RunDir(cfg.run_dir, to_dict(cfg))
-    train_2 = w2s._problems(rd, "train_2", cfg.data.train_2)
-    labels = w2s._stage_from_weak_outputs(cfg, rd, train_2)
+    ctx = steps.StepContext(rd, cfg.engine, cfg.cluster, cfg.data.grade_style)
+    train_2 = steps.problems(ctx, "train_2", cfg.data.train_2)
+    labels = weak_outputs_stage(ctx, str(cfg.data.weak_outputs), train_2)
     assert labels.num_rows == 300
     assert labels.column("problem_id").to_pylist() == train_2.column("id").to_pylist()
     # our grading of the weak responses agrees with the file's own `result` on (almost) every row
@@ -49,7 +51,8 @@ def test_misaligned_weak_outputs_fail_with_file_and_line(shared_data_dir: Path, 
                    + "\n")
     cfg = _cfg(shared_data_dir, tiny_model_dir, tmp_path, weak_outputs=bad)
     rd = RunDir(cfg.run_dir, to_dict(cfg))
-    train_2 = w2s._problems(rd, "train_2", cfg.data.train_2)
+    ctx = steps.StepContext(rd, cfg.engine, cfg.cluster, cfg.data.grade_style)
+    train_2 = steps.problems(ctx, "train_2", cfg.data.train_2)
     with pytest.raises(DataError, match=rf"{bad}:1: id 0 is row 0 of data.train_2"):
-        w2s._stage_from_weak_outputs(cfg, rd, train_2)
+        weak_outputs_stage(ctx, str(cfg.data.weak_outputs), train_2)
     assert not (rd.stage_dir("weak_labels") / "_MANIFEST.json").exists()

@@ -1,0 +1,207 @@
+"""Recipe building blocks: the stages every method is made of, each a resumable run-dir stage.
+
+A recipe module composes these in the order of its paper; it owns no stage machinery. Each step
+takes a small :class:`StepContext` (run dir, engine, cluster and its role groups, grading style,
+default sampling), never a recipe's config:
+
+* :func:`problems` freezes a dataset split as a ``problems`` stage;
+* :func:`sample` / :func:`generate` are the generation stage (``samples`` of problems, or any
+  input rows -> any declared output kind) on the role's actor group;
+* :func:`data_stage` writes built rows (SFT sets, pairs, token pairs) as a stage;
+* :func:`evaluate` is greedy accuracy (+ maj@k, pass@k) with Wilson CIs, as a typed row;
+* training and base models are in :mod:`raysys.recipes.model_steps`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from raysys.config import ClusterConfig, DatasetSpec, EngineConfig, ModelSpec, SamplingConfig
+from raysys.data.io import read_stage, write_stage
+from raysys.distributed.generation import GenerationSpec
+from raysys.pipeline import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    """What every step needs; built once per run by :func:`open_context`."""
+
+    rd: RunDir
+    engine: EngineConfig
+    cluster: ClusterConfig
+    grade_style: str = "default"
+    greedy: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int = 0
+    groups: Any = None           # raysys.distributed.roles.RoleGroups (Ray is imported lazily)
+
+    def sampler(self, model: ModelSpec) -> Callable[[], Any]:
+        """A lazy handle on the sampler role's group serving ``model`` (started when called)."""
+        from raysys.distributed.actors import SamplerActor
+
+        return lambda: self.groups.get("sampler", SamplerActor, model, self.engine)
+
+
+@dataclass
+class EvalRow:
+    """One model's test accuracy (a report row)."""
+
+    model: str
+    correct: int
+    n: int
+    maj_k: int | None = None
+    maj_acc: float | None = None
+    pass_acc: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+
+@dataclass
+class RecipeResult:
+    """What every recipe's ``run`` returns (the CLI prints its table and paths)."""
+
+    run_dir: str
+    report: str
+    evals: list[EvalRow]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {r.model: r.accuracy for r in self.evals}
+
+    def eval_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.evals]
+
+
+def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
+                 greedy: SamplingConfig, seed: int) -> StepContext:
+    """Start (or join) Ray for the run and make the role groups; close with :func:`close_context`."""
+    from raysys.distributed.ray_init import init_ray
+    from raysys.distributed.roles import RoleGroups
+
+    init_ray(cluster)
+    return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster))
+
+
+def close_context(ctx: StepContext) -> None:
+    """Stop every role group and close this invocation's entry in ``state.json``."""
+    try:
+        if ctx.groups is not None:
+            ctx.groups.stop()
+    finally:
+        ctx.rd.finish()
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+
+def problems(ctx: StepContext, split: str, spec: DatasetSpec) -> pa.Table:
+    """Freeze a split as a ``problems`` stage, so a resumed run sees exactly the same rows."""
+    from raysys.data.sources import load_problems
+
+    def fn(out: Path) -> None:
+        write_stage(out, load_problems(spec, key=f"data.{split}"), "problems")
+    res = ctx.rd.stage(f"problems_{split}", kind="problems", phase="data", fn=fn)
+    return read_stage(res.path, "problems")
+
+
+def without_ids(table: pa.Table, ids: set[str]) -> pa.Table:
+    """``problems`` rows whose id is not in ``ids`` (order kept)."""
+    keep = [i for i, pid in enumerate(table.column("id").to_pylist()) if pid not in ids]
+    return table.take(keep)
+
+
+def data_stage(ctx: StepContext, name: str, rows: list[dict[str, Any]], kind: str, *,
+               iteration: int = 0, metrics: dict[str, Any] | None = None,
+               on_write: Callable[[list[dict[str, Any]]], None] | None = None) -> Path:
+    """Built rows (SFT set, pairs, token pairs, ...) as stage ``name``; ``on_write`` runs
+    before the manifest (e.g. an export), so an export exists whenever the stage is complete."""
+    def fn(out: Path) -> None:
+        if on_write is not None:
+            on_write(rows)
+        write_stage(out, rows, kind, extra={"metrics": metrics or {}})
+    return ctx.rd.stage(name, iteration=iteration, kind=kind, phase="data", fn=fn).path
+
+
+# ------------------------------------------------------------------------------------------
+# Generation
+# ------------------------------------------------------------------------------------------
+
+
+def sample(ctx: StepContext, name: str, table: pa.Table, model: ModelSpec, template: str, *,
+           demos: list[list[str]] | None = None, sampling: SamplingConfig | None = None,
+           iteration: int = 0, model_name: str | None = None) -> pa.Table:
+    """Graded ``samples`` of ``model`` on ``problems`` rows, on the sampler role's group."""
+    from raysys.distributed.sampling import load_samples, sample_problems
+
+    def fn(out: Path) -> None:
+        sample_problems(table, model=model, engine=ctx.engine, sampling=sampling or ctx.greedy,
+                        cluster=ctx.cluster, out_dir=out, prompt_template=template, demos=demos,
+                        grade_style=ctx.grade_style, model_name=model_name or name,
+                        iteration=iteration, pool=ctx.sampler(model))
+    res = ctx.rd.stage(name, iteration=iteration, kind="samples", phase="sampling", fn=fn)
+    return load_samples(res.path)
+
+
+def generate(ctx: StepContext, name: str, items: list[dict[str, Any]], *, keys: list[str],
+             prompts: list[str], spec: GenerationSpec, model: ModelSpec,
+             sampling: SamplingConfig | None = None, default_stop: tuple[str, ...] = (),
+             group: Callable[[], Any] | None = None, iteration: int = 0,
+             request: dict[str, Any] | None = None) -> pa.Table:
+    """The generic generation stage: any input rows -> ``spec.kind`` rows (resumable).
+
+    ``group`` is a lazy handle on the role group that generates (default: the sampler role
+    serving ``model``); ``request`` adds what else makes this stage's output (prompt version,
+    source stage) to its fingerprint.
+    """
+    import hashlib
+
+    from raysys.distributed.generation import load_generated, run_generation
+
+    sampling = sampling or ctx.greedy
+    req = {"stage": name, "model": asdict(model), "sampling": asdict(sampling), "kind": spec.kind,
+           "prompts": hashlib.sha256("\n\x00".join(prompts).encode()).hexdigest(),
+           "keys": hashlib.sha256("\n".join(keys).encode()).hexdigest(), **(request or {})}
+
+    def fn(out: Path) -> None:
+        run_generation(items, keys=keys, prompts=prompts, spec=spec,
+                       params=sampling.params(default_stop), out_dir=out, request=req,
+                       cluster=ctx.cluster, model=model, engine=ctx.engine,
+                       group=group or ctx.sampler(model), label=name)
+    res = ctx.rd.stage(name, iteration=iteration, kind=spec.kind, phase="sampling", fn=fn)
+    return load_generated(res.path, spec)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------
+
+
+def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, template: str, *,
+             demos: list[list[str]] | None = None, maj_k: int = 0, temperature: float = 0.7,
+             iteration: int = 0) -> EvalRow:
+    """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
+    samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
+    from raysys.distributed.metrics import summarize_samples
+
+    greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration)
+    m = summarize_samples(greedy, [])
+    row = EvalRow(name, int(m.get("correct_first") or 0), int(m.get("graded_problems") or 0))
+    if maj_k > 1:
+        sampling = replace(ctx.greedy, n=maj_k, temperature=temperature, seed=ctx.seed)
+        many = sample(ctx, f"eval_{name}_maj{maj_k}", test, model, template, demos=demos,
+                      sampling=sampling, iteration=iteration)
+        mk = summarize_samples(many, [maj_k])
+        row.maj_k, row.maj_acc, row.pass_acc = maj_k, mk.get(f"maj@{maj_k}"), mk.get(f"pass@{maj_k}")
+    return row

@@ -1,0 +1,118 @@
+"""Weak-to-strong data steps: precomputed weak outputs as labels, ICL demonstrations, the
+report's data section. Stages of the run dir built from the steps in :mod:`raysys.recipes.steps`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from raysys.data.io import read_stage, write_stage
+from raysys.errors import StageError
+from raysys.pipeline import load_state
+from raysys.recipes.model_steps import response_text
+from raysys.recipes.steps import StepContext
+from raysys.recipes.w2s_pairs import Labeled
+
+
+def labels(samples: pa.Table) -> dict[str, Labeled]:
+    """First sample per problem as a :class:`Labeled` answer."""
+    out: dict[str, Labeled] = {}
+    for r in samples.to_pylist():
+        if r["sample_idx"] == 0:
+            out[r["problem_id"]] = Labeled(response_text(r["completion"]), r["pred"] or "")
+    return out
+
+
+def weak_output_target(row: dict[str, Any], lineno: int, path: str, ids: list[str],
+                       questions: list[str]) -> str | None:
+    """The train_2 problem id a precomputed weak output answers.
+
+    String ids name the problem; integer ids (the paper's files) are row numbers of the split,
+    checked against the question in the row's prompt so a misaligned file fails loudly.
+    """
+    from raysys.data.io import DataError
+
+    rid = row["id"]
+    if isinstance(rid, str) and not rid.isdigit():
+        return rid if rid in set(ids) else None
+    k = int(rid)
+    if k >= len(ids):
+        return None                      # beyond data.train_2.limit
+    if "prompt" in row and questions[k].strip() not in row["prompt"]:
+        raise DataError(f"{path}:{lineno}: id {rid} is row {k} of data.train_2, but its prompt "
+                        f"does not contain that row's question")
+    return ids[k]
+
+
+def weak_outputs_stage(ctx: StepContext, path: str, train_2: pa.Table) -> pa.Table:
+    """Step 2 from a file: precomputed weak outputs (id, prompt, response, ...) as samples."""
+    from raysys.data.io import DataError, read_records
+    from raysys.grading import extract_answer, is_equiv
+
+    def build(out: Path) -> dict[str, Any]:
+        ids = train_2.column("id").to_pylist()
+        questions = train_2.column("question").to_pylist()
+        gold = dict(zip(ids, train_2.column("gold_answer").to_pylist()))
+        rows: dict[str, dict[str, Any]] = {}
+        for lineno, r in read_records(path):
+            for field in ("id", "response"):
+                if field not in r:
+                    raise DataError(f"{path}:{lineno}: missing field '{field}'")
+            pid = weak_output_target(r, lineno, path, ids, questions)
+            if pid is None or pid in rows:
+                continue
+            pred = extract_answer(r["response"], ctx.grade_style)
+            g = gold[pid]
+            rows[pid] = {"problem_id": pid, "sample_idx": 0, "prompt": r.get("prompt", ""),
+                         "completion": r["response"], "pred": pred, "model": "weak_outputs",
+                         "correct": bool(pred) and g is not None and is_equiv(pred, g), "iteration": 0}
+        if not rows:
+            raise DataError(f"{path}: no row answers a problem of data.train_2")
+        acc = sum(r["correct"] for r in rows.values()) / len(rows)
+        write_stage(out, list(rows.values()), "samples",
+                    extra={"metrics": {"accuracy": acc, "source": "file", "missing": len(ids) - len(rows)}})
+        return {}
+    res = ctx.rd.stage("weak_labels", kind="samples", phase="data", fn=build)
+    return read_stage(res.path, "samples")
+
+
+def icl_demos(ctx: StepContext, pool_rows: list[tuple[str, str, str]], k: int, seed: int,
+              source: str) -> list[tuple[str, str, str]]:
+    """``k`` (question, answer, problem_id) demonstrations drawn (seeded) from ``pool_rows``."""
+    from raysys.prompts import select_demos
+
+    if len(pool_rows) < k:
+        raise StageError(f"icl.k: {k} demonstrations asked, only {len(pool_rows)} {source} answers "
+                         "with a final answer exist")
+    return [tuple(d) for d in select_demos(pool_rows, k, seed)]
+
+
+def weak_demo_pool(train_2: pa.Table, weak_labels: pa.Table) -> list[tuple[str, str, str]]:
+    """Weak outputs with a final answer, as (question, answer, problem_id)."""
+    by_id = {p["id"]: p for p in train_2.to_pylist()}
+    return [(by_id[r["problem_id"]]["question"], r["completion"].strip(), r["problem_id"])
+            for r in weak_labels.to_pylist()
+            if r["sample_idx"] == 0 and (r["pred"] or "").strip() and r["problem_id"] in by_id]
+
+
+def gold_demo_pool(train_1: pa.Table) -> list[tuple[str, str, str]]:
+    """Gold solutions of the labelled train_1 (never train_2), as (question, answer, id)."""
+    return [(p["question"], (p["gold_solution"] or "").strip(), p["id"]) for p in train_1.to_pylist()
+            if p.get("gold_solution")]
+
+
+def data_section(run_dir: Path) -> str:
+    """A small table of what the data stages measured (label quality, filter, pair branches)."""
+    lines = ["| stage | metrics |", "|---|---|"]
+    for key, e in load_state(run_dir)["stages"].items():
+        name = key.split("/")[-1]
+        if name.startswith(("stage1_", "stage2_pairs", "weak_labels", "strong_icl")) and e.get("metrics"):
+            m = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in e["metrics"].items()
+                 if k in ("accuracy", "kept", "questions", "kept_frac", "weak_acc", "icl_acc",
+                          "hybrid_acc", "weak_label_acc", "icl_label_acc", "pairs", "branches",
+                          "chosen_acc")}
+            if m and not key.endswith(("stage1_weak", "stage1_icl")):
+                lines.append(f"| {key} | {m} |")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Role actor groups on a real local Ray: a group of a non-sampler actor class, weights carried
+by every call, and the placement policies (alternate / split / colocate) of ``RoleGroups``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raysys.config import ClusterConfig, EngineConfig, ModelSpec, RoleResources
+from raysys.distributed.actors import ActorGroup, RoleActor, SamplerActor
+from raysys.distributed.roles import RoleGroups, colocated_bundles
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+class TokenCounter(RoleActor):
+    """Not a sampler: counts the tokens of texts with the model's tokenizer, tagged with the
+    weights it serves (so a test sees which weights answered)."""
+
+    def __init__(self, model: ModelSpec, suffix: str) -> None:
+        from raysys.models.loading import load_tokenizer
+
+        super().__init__(model)
+        self.suffix = suffix
+        self.tok = load_tokenizer(model.path)
+
+    def count(self, texts: list[str], extra: int) -> list[tuple[int, str]]:
+        return [(len(self.tok(t + self.suffix)["input_ids"]) + extra, self._weights[0])
+                for t in texts]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import sys
+
+    import ray
+    from ray import cloudpickle
+
+    # Ray workers cannot import this test module: ship TokenCounter by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
+             include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_group_of_a_non_sampler_class_keeps_order_and_carries_weights(
+        ray_local: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import ray
+
+    from raysys.models.loading import load_tokenizer
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    texts = [f"{i} + {i}" * (i + 1) for i in range(7)]
+    tok = load_tokenizer(str(tiny_model_dir))
+    expected = [len(tok(t + "!")["input_ids"]) + 10 for t in texts]
+    cluster = ClusterConfig(cpus_per_replica=0.5, max_restarts=1)
+    with ActorGroup(TokenCounter, 2, ModelSpec(path=str(tiny_model_dir)), "!", cluster=cluster,
+                    role="counter") as group:
+        out = group.map("count", texts, 10)
+        assert [n for n, _ in out] == expected                      # item order across replicas
+        assert {w for _, w in out} == {str(tiny_model_dir)}
+        assert len({p["pid"] for p in group.ping()}) == 2
+        group.load_weights(str(other))
+        # a killed replica restarts with its constructor's weights; the next call carries ours
+        ray.kill(group.actors[0], no_restart=False)
+        out = group.map("count", texts, 10)
+        assert {w for _, w in out} == {str(other)}
+        assert [n for n, _ in out] == expected
+
+
+def test_alternate_stops_the_other_role_and_refreshes_weights_in_place(
+        ray_local: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    engine = EngineConfig(kind="hf", batch_size=4)
+    cluster = ClusterConfig(cpus_per_replica=0.5, placement="alternate")
+    with RoleGroups(cluster) as groups:
+        sampler = groups.get("sampler", SamplerActor, ModelSpec(path=str(tiny_model_dir)), engine)
+        pids = [p["pid"] for p in sampler.ping()]
+        again = groups.get("sampler", SamplerActor, ModelSpec(path=str(other)), engine)
+        assert again is sampler and [p["pid"] for p in again.ping()] == pids   # refreshed in place
+        assert again.ping()[0]["model_path"] == str(other)
+        counter = groups.get("critic", TokenCounter, ModelSpec(path=str(tiny_model_dir)), "?")
+        assert groups.live("sampler") is None and groups.live("critic") is counter
+        groups.before_training()
+        assert groups.live("critic") is None
+
+
+def test_split_and_colocate_keep_roles_alive_together(ray_local: Any, tiny_model_dir: Path) -> None:
+    model = ModelSpec(path=str(tiny_model_dir))
+    roles = {"sampler": RoleResources(1, 0.5), "critic": RoleResources(1, 0.25)}
+    assert colocated_bundles(ClusterConfig(roles=roles), ["critic", "sampler"]) == [{"CPU": 0.75}]
+    for placement in ("split", "colocate"):
+        with RoleGroups(ClusterConfig(placement=placement, roles=roles)) as groups:
+            a = groups.get("sampler", TokenCounter, model, "a")
+            b = groups.get("critic", TokenCounter, model, "b")
+            groups.before_training()                       # not alternate: both stay
+            assert groups.live("sampler") is a and groups.live("critic") is b
+            assert a.map("count", ["x"], 0)[0][0] == b.map("count", ["x"], 0)[0][0]
+            if placement == "colocate":
+                assert a._pg is b._pg and not a._own_pg    # one shared placement group
+            else:
+                assert a._pg is not b._pg
