@@ -45,6 +45,8 @@ def flags_to_dict(opts: dict[str, Any]) -> dict[str, Any]:
     put("sampling", "seed", opts.get("seed"))
     put("sampling", "max_new_tokens", opts.get("max_new_tokens"))
     put("engine", "kind", opts.get("engine"))
+    put("engine", "verifier", opts.get("verifier"))
+    put("engine", "beta", opts.get("beta"))
     put("cluster", "replicas", opts.get("replicas"))
     put("cluster", "address", opts.get("address"))
     put(None, "few_shot", opts.get("few_shot"))
@@ -89,7 +91,8 @@ def _options(fn: Callable) -> Callable:
         click.option("--few-shot", "few_shot", type=int, help="Demonstrations from --demos."),
         click.option("--demos", type=click.Path(), help="Demo file in the --data format."),
         click.option("--template", type=click.Choice(["zero_shot", "few_shot", "chat", "critique_answer"])),
-        click.option("--engine", type=click.Choice(["auto", "vllm", "hf"])),
+        click.option("--engine", type=click.Choice(["auto", "vllm", "hf", "guided"]),
+                     help="guided: LLM2 verifier-guided decoding (needs --verifier; eval only)."),
         click.option("--replicas", type=int, help="Sampler replicas (Ray Data actors)."),
         click.option("--address", help="Ray address: auto, ray://host:port (default: local)."),
         click.option("--k", "k", type=int, multiple=True,
@@ -126,8 +129,17 @@ def sample(**opts: Any) -> None:
     click.echo(f"samples: {manifest.get('rows', 0)} rows -> {cfg.out}/samples")
 
 
+def _eval_options(fn: Callable) -> Callable:
+    """Flags only ``eval`` takes: the verifier of ``--engine guided``."""
+    fn = click.option("--beta", type=float,
+                      help="Guided decoding: candidate logit += beta * verifier score (0.25).")(fn)
+    return click.option("--verifier", type=click.Path(file_okay=False),
+                        help="Guided decoding: a saved token-verifier dir.")(fn)
+
+
 @click.command("eval")
 @_options
+@_eval_options
 def eval_cmd(**opts: Any) -> None:
     """Evaluate a model: accuracy (first sample), maj@k, pass@k, throughput."""
     _, metrics = _run(opts, with_metrics=True)

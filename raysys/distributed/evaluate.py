@@ -113,6 +113,9 @@ def prepare_eval(cfg: EvalConfig) -> PreparedEval:
 
     t0 = time.perf_counter()
     resolve_model_path(cfg.model.path)          # a missing/unusable model fails here, not on Ray
+    if cfg.engine.kind == "guided":
+        from raysys.engines.guided import check_verifier_dir
+        check_verifier_dir(cfg.engine.verifier)
     from raysys.data.sources import load_problems
 
     problems = load_problems(cfg.data, "data")

@@ -11,7 +11,8 @@ import importlib.util
 from raysys.config import ConfigError, EngineConfig, ModelSpec
 from raysys.engines.base import Completion, Engine, SamplingParams
 
-ENGINE_KINDS = ("auto", "vllm", "hf")
+ENGINE_KINDS = ("auto", "vllm", "hf", "guided")
+GUIDED = "guided"  # the verifier-guided HF loop (LLM2); never chosen by ``auto``
 
 
 def vllm_installed() -> bool:
@@ -51,8 +52,19 @@ def pick_kind(kind: str, *, has_vllm: bool, has_cuda: bool) -> str:
 
 
 def make_engine(model: ModelSpec | str, engine: EngineConfig | None = None) -> Engine:
-    """Build the engine ``engine.kind`` asks for (default ``auto``), loaded with ``model``."""
+    """Build the engine ``engine.kind`` asks for (default ``auto``), loaded with ``model``.
+
+    ``guided`` is LLM2's verifier-guided decoding (:class:`~raysys.engines.guided.GuidedEngine`,
+    on transformers) with ``engine.verifier``, ``beta``, ``alpha`` and ``top_k_candidates``.
+    """
     cfg = engine or EngineConfig()
+    if cfg.kind == GUIDED:
+        if not cfg.verifier:
+            raise ConfigError("engine.verifier: kind 'guided' needs a verifier dir")
+        from raysys.engines.guided import GuidedEngine
+
+        return GuidedEngine(model, cfg.verifier, beta=cfg.beta, alpha=cfg.alpha,
+                            top_k=cfg.top_k_candidates, batch_size=cfg.batch_size)
     has_cuda = cfg.kind == "auto" and cuda_available()
     # Only an auto choice on a GPU box pays for the trial import.
     kind = pick_kind(cfg.kind, has_vllm=has_cuda and vllm_importable(), has_cuda=has_cuda)

@@ -24,7 +24,7 @@ def test_pick_kind(kind: str, has_vllm: bool, has_cuda: bool, expected: str) -> 
 
 
 def test_unknown_kind_is_config_error() -> None:
-    with pytest.raises(ConfigError, match="engine.kind: expected one of auto, vllm, hf, got 'tgi'"):
+    with pytest.raises(ConfigError, match="engine.kind: expected one of auto, vllm, hf, guided, got 'tgi'"):
         make_engine("unused", EngineConfig(kind="tgi"))  # type: ignore[arg-type]
     # Through the config loader the same mistake is caught before any work starts.
     with pytest.raises(ConfigError, match="engine.kind"):
