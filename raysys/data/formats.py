@@ -319,31 +319,71 @@ def import_openai_messages(path: str | Path, source: str | None = None) -> pa.Ta
 
 
 def _check_samples(samples: Any, where: str) -> list[list[int]]:
+    """``samples`` as a list of ``[position, gt_id, neg_id]`` non-negative ints (shape only)."""
     if not isinstance(samples, list):
         raise DataError(f"{where}: field 'samples' must be a list of [position, gt_token_id, neg_token_id]")
-    for s in samples:
+    for k, s in enumerate(samples):
         if not (isinstance(s, list) and len(s) == 3
                 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s)):
             raise DataError(f"{where}: each sample must be [position, gt_token_id, neg_token_id] "
-                            f"of non-negative ints, got {s!r}")
+                            f"of non-negative ints; triple {k} is {s!r}")
     return samples
 
 
+def _check_against_ids(samples: list[list[int]], ids: list[int], tokenizer: Any,
+                       where: str) -> None:
+    """Every triple's position lies in ``ids``, ``ids[pos] == gt`` and ``neg`` is a token id."""
+    vocab = len(tokenizer)
+    for k, (pos, gt, neg) in enumerate(samples):
+        head = f"{where}: triple {k} [{pos}, {gt}, {neg}]"
+        if pos >= len(ids):
+            raise DataError(f"{head}: position {pos} is beyond the sequence (the messages render "
+                            f"to {len(ids)} tokens with this tokenizer's chat template)")
+        if ids[pos] != gt:
+            found = tokenizer.convert_ids_to_tokens(ids[pos])
+            raise DataError(f"{head}: the token at position {pos} is {ids[pos]} ({found!r}), not "
+                            f"gt_id {gt} (was the file made with another tokenizer or chat "
+                            f"template?)")
+        if neg >= vocab:
+            raise DataError(f"{head}: neg_id {neg} is not a token id of this tokenizer "
+                            f"(0..{vocab - 1})")
+
+
 def export_llm2_jsonl(table: pa.Table, path: str | Path) -> Path:
-    """Write a ``token_pairs`` table as the LLM2 verifier JSONL (messages as a list)."""
+    """Write a ``token_pairs`` table as the LLM2 verifier JSONL (messages as a list).
+
+    Written to a temp file and renamed into place: ``path`` is complete or untouched.
+    """
     rows = conform(table, "token_pairs").to_pylist()
     atomic_write_jsonl(path, [{"messages": json.loads(r["messages"]), "samples": r["samples"]}
                               for r in rows])
     return Path(path)
 
 
-def import_llm2_jsonl(path: str | Path) -> pa.Table:
-    """Read the LLM2 verifier JSONL as a ``token_pairs`` table (messages kept as JSON text)."""
+def import_llm2_jsonl(path: str | Path, tokenizer: Any = None,
+                      max_len: int | None = None) -> pa.Table:
+    """Read the LLM2 verifier JSONL as a ``token_pairs`` table (messages kept as JSON text).
+
+    With ``tokenizer`` each row's messages are rendered by
+    :func:`raysys.training.collators.render_chat_ids` (the rendering positions index into) and
+    every triple is checked: position inside the sequence, ``ids[pos] == gt_id``, ``neg_id`` a
+    token id. A failure is one ``DataError`` naming ``file:line: triple k [pos, gt, neg]`` and
+    what was found; nothing is returned. ``max_len`` then drops triples at positions
+    ``>= max_len`` (as the authors' trainer does; rows are kept, possibly with no triple).
+    """
+    if max_len is not None and max_len < 1:
+        raise ValueError(f"max_len: expected a positive int, got {max_len}")
+    if tokenizer is not None:
+        from raysys.training.collators import render_chat_ids   # torch only when checking
     p = Path(path)
     rows = []
     for n, rec in read_records(p):
         where = _where(p, n)
         messages = _check_messages(rec.get("messages"), where)
         samples = _check_samples(rec.get("samples"), where)
+        if tokenizer is not None:
+            _check_against_ids(samples, render_chat_ids(messages, tokenizer), tokenizer, where)
+        if max_len is not None:
+            samples = [s for s in samples if s[0] < max_len]
         rows.append({"messages": json.dumps(messages, ensure_ascii=False), "samples": samples})
     return conform(rows, "token_pairs")
