@@ -10,27 +10,42 @@ Order of decisions in :func:`is_equiv`:
    shape and cells;
 4. plain words (``east``) only by string;
 5. otherwise both sides are parsed with latex2sympy2_extended (never ``eval``) and compared
-   symbolically and numerically, bounded in time (:mod:`raysys.grading.bounded`); a timeout
-   or a parse failure means "not equal".
+   symbolically and numerically, then by Math-Verify, bounded in time
+   (:mod:`raysys.grading.symbolic`); a timeout or a parse failure means "not equal".
+
+Answers with a label or a chain (``(p,q)=(3,2)``, ``|AB|=1``, ``x = 5+5+1 = 11``) are compared
+by their last side when the other answer has no ``=``. ``NaN`` never equals anything.
+Policy options (module constants, defaults as the MATH / GSM8K graders): decimal commas
+(``1,22`` == ``1.22``) only where no thousands reading exists (:data:`DECIMAL_COMMA`); a decimal
+with at least :data:`MIN_APPROX_DECIMALS` places equals a fraction it rounds or truncates
+(``0.0833333`` == ``\\frac{1}{12}``, but ``0.33`` != ``\\frac13``). An interval equals the
+inequality it describes (``(0,1)`` == ``0<x<1``, via Math-Verify's set-relation comparison).
+Answers longer than ``MAX_ANSWER_CHARS`` or nested deeper than :data:`MAX_DEPTH` compare as
+strings only, so hostile input cannot make the structural pass slow.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from typing import Any
+from fractions import Fraction
 
-from raysys.grading.bounded import SYMPY_WORKERS, call_with_alarm, in_main_thread
-from raysys.grading.normalize import normalize, parse_number
+from raysys.grading.normalize import MAX_ANSWER_CHARS, normalize, parse_number
+# _to_sympy, load_sympy, risky and sympy_equal are re-exported for callers of the old layout
+from raysys.grading.symbolic import (_to_sympy, bounded_sympy_equal, load_sympy,  # noqa: F401
+                                     risky, sympy_equal)
 
 _MATRIX = re.compile(r"^\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}$", re.S)
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _PLAIN_WORDS = re.compile(r"^[a-z]{3,}(?: [a-z]+)*$")
-_DIGIT_RUN = re.compile(r"\d{41,}")
-_EXPONENT = re.compile(r"\^\s*(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|\\?[a-zA-Z0-9]+)")
-_FACTORIAL = re.compile(r"(\d+)\s*!")
+_RELATION = re.compile(r"[<>]|\\[lg]e(?![a-zA-Z])")
+_NAN = re.compile(r"(?<![a-zA-Z])nan(?![a-zA-Z])", re.I)
+_DECIMAL_COMMA = re.compile(r"^(-?)(0|\d+(?=,(?:\d{1,2}|\d{4,})$)),(\d+)$")
+_DECIMAL = re.compile(r"^-?\d*\.(\d+)$")
+DECIMAL_COMMA = True
+MIN_APPROX_DECIMALS = 6
 # Longer "answers" are prose or garbage: compared as strings only.
 MAX_SYMPY_CHARS = 400
+MAX_DEPTH = 40
 
 
 class NeedsSympy(Exception):
@@ -93,6 +108,9 @@ def structure(key: str) -> tuple[str, str, list[str]] | None:
     union = split_top(key, "\\cup")
     if len(union) > 1:
         return "set", "", union
+    listed = split_top(key, ";")   # "(1,2); (3,4)"
+    if len(listed) > 1:
+        return "set", "", listed
     if key.startswith("\\{") and key.endswith("\\}") and _set_wraps_whole(key):
         return "set", "", _expand_pm(split_top(key[2:-2]))
     if len(key) >= 2 and key[0] in "([" and key[-1] in ")]" and _wraps_whole(key):
@@ -103,6 +121,9 @@ def structure(key: str) -> tuple[str, str, list[str]] | None:
     items = split_top(key)
     if len(items) > 1 and parse_number(key) is None:
         return "set", "", _expand_pm(items)
+    ratio = split_top(key, ":")   # "11:21": ordered parts, never a division
+    if len(ratio) > 1 and all(ratio):
+        return "seq", ":", ratio
     pm = _expand_pm([key])
     if len(pm) > 1:
         return "set", "", pm
@@ -148,107 +169,64 @@ def _unwrap_parens(key: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# Sympy (bounded)
-# ------------------------------------------------------------------------------------------
-
-
-def risky(latex: str) -> bool:
-    """Inputs that could start a C-level computation a signal cannot interrupt (huge powers,
-    factorials, very long numbers): these go to the killable worker process."""
-    if _DIGIT_RUN.search(latex):
-        return True
-    for m in _EXPONENT.finditer(latex):
-        exp = m.group(1)
-        if "^" in exp or "!" in exp or re.search(r"\d{4,}", exp):
-            return True
-    return any(int(m.group(1)) > 500 for m in _FACTORIAL.finditer(latex))
-
-
-@lru_cache(maxsize=1)
-def load_sympy() -> None:
-    """Import sympy and the LaTeX parser and build its parser tables once, outside any time
-    bound (this takes seconds on a busy machine and would eat the first call's budget)."""
-    _to_sympy("x+1")
-
-
-@lru_cache(maxsize=4096)
-def _to_sympy(latex: str) -> Any:
-    from latex2sympy2_extended import NormalizationConfig, latex2sympy
-
-    config = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True,
-                                 nits=False, boxed="none", equations=False)
-    return latex2sympy(latex, normalization_config=config)
-
-
-def _expr_equal(x: Any, y: Any) -> bool:
-    import sympy
-
-    if x == y:
-        return True
-    if isinstance(x, sympy.MatrixBase) or isinstance(y, sympy.MatrixBase):
-        if not (isinstance(x, sympy.MatrixBase) and isinstance(y, sympy.MatrixBase)):
-            return False
-        return x.shape == y.shape and all(_expr_equal(a, b) for a, b in zip(x, y))
-    if isinstance(x, sympy.Tuple) or isinstance(y, sympy.Tuple):
-        return (isinstance(x, sympy.Tuple) and isinstance(y, sympy.Tuple) and len(x) == len(y)
-                and all(_expr_equal(a, b) for a, b in zip(x, y)))
-    if isinstance(x, sympy.Set) or isinstance(y, sympy.Set):
-        return (isinstance(x, sympy.Set) and isinstance(y, sympy.Set)
-                and bool(sympy.simplify(x) == sympy.simplify(y)))
-    relational = sympy.core.relational.Relational
-    if isinstance(x, relational) or isinstance(y, relational):
-        if type(x) is not type(y):
-            return False
-        dx, dy = x.lhs - x.rhs, y.lhs - y.rhs
-        return _expr_equal(dx, dy) or _expr_equal(dx, -dy)
-    if not (isinstance(x, sympy.Expr) and isinstance(y, sympy.Expr)):
-        return False
-    diff = x - y
-    if diff == 0:
-        return True
-    if not diff.free_symbols:
-        value = complex(sympy.N(diff, 30))
-        scale = max(1.0, abs(complex(sympy.N(y, 30))))
-        if abs(value) <= 1e-9 * scale:
-            return True
-    return bool(sympy.simplify(diff) == 0)
-
-
-def sympy_equal(a: str, b: str) -> bool:
-    """Parse both LaTeX strings and compare (unbounded: use :func:`bounded_sympy_equal`)."""
-    try:
-        return _expr_equal(_to_sympy(a), _to_sympy(b))
-    except Exception:   # unparsable or unsupported by sympy: not provably equal
-        return False
-
-
-def bounded_sympy_equal(a: str, b: str, timeout_s: float) -> bool:
-    """:func:`sympy_equal` under a wall-clock bound; ``False`` on timeout.
-
-    Main thread and harmless input: in-process under an alarm. Otherwise: in the killable
-    child process.
-    """
-    if in_main_thread() and not (risky(a) or risky(b)):
-        load_sympy()
-        finished, result = call_with_alarm(sympy_equal, (a, b), timeout_s)
-        return bool(finished and result)
-    return bool(SYMPY_WORKERS.equal(a, b, timeout_s))
-
-
-# ------------------------------------------------------------------------------------------
 # Equivalence
 # ------------------------------------------------------------------------------------------
 
 
+def decimal_comma(key: str) -> Fraction | None:
+    """``0,111`` / ``1,22`` / ``12,5`` as decimals; ``None`` where a comma could separate
+    thousands (``1,000``) or is not inside one number."""
+    m = _DECIMAL_COMMA.match(key) if DECIMAL_COMMA else None
+    if m is None:
+        return None
+    value = Fraction(f"{m.group(2)}.{m.group(3)}")
+    return -value if m.group(1) else value
+
+
+def _approx_equal(a: str, x: Fraction, y: Fraction) -> bool:
+    """Whether decimal ``a`` (value ``x``) has enough places to stand for ``y`` rounded or
+    truncated to them (``0.0833333`` for 1/12)."""
+    m = _DECIMAL.match(a)
+    if m is None or len(m.group(1)) < MIN_APPROX_DECIMALS:
+        return False
+    return abs(x - y) < Fraction(1, 10 ** len(m.group(1)))
+
+
 def _numbers_equal(a: str, pa: bool, b: str, pb: bool) -> bool | None:
     x, y = parse_number(a), parse_number(b)
+    if x is None and y is not None:
+        x = decimal_comma(a)
+    elif y is None and x is not None:
+        y = decimal_comma(b)
     if x is None or y is None:
         return None
-    if x == y:
+    if pa != pb:   # "50%" vs "0.5"; MATH drops the sign, so "50%" == "50" too
+        x2, y2 = (x / 100, y) if pa else (x, y / 100)
+        if x2 == y2:
+            return True
+    return x == y or _approx_equal(a, x, y) or _approx_equal(b, y, x)
+
+
+def _last_side(a: str, b: str) -> tuple[str, str] | None:
+    """``(a', b')`` with the labels / chain of the side that has a top-level ``=`` dropped
+    when only one side has one (``("", "")`` when that side is a real equation); ``None`` when
+    both or neither have one."""
+    ea, eb = split_top(a, "="), split_top(b, "=")
+    if (len(ea) > 1) == (len(eb) > 1) or len(split_top(a)) > 1 or len(split_top(b)) > 1:
+        return None
+    sides = ea if len(ea) > 1 else eb
+    if not all(_is_label(part) for part in sides[:-1]):
+        return "", ""   # an equation such as x^2+y^2=4 is not its right-hand side: unequal
+    return (ea[-1], b) if len(ea) > 1 else (a, eb[-1])
+
+
+def _is_label(part: str) -> bool:
+    """A left-hand side that names a value (``x``, ``(p,q)``, ``|AB|``, ``S_{\\triangle ABC}``,
+    ``f(2)``) or computes one from numbers only (``5+5+1``, ``3\\times4``)."""
+    core = re.sub(r"\\[a-zA-Z]+", " ", part)
+    if not re.search(r"[a-zA-Z]", core):
         return True
-    if pa != pb:   # "50%" vs "0.5"
-        return (x / 100 == y) if pa else (y / 100 == x)
-    return False
+    return not re.search(r"[-+*/^]", re.sub(r"_\{[^{}]*\}|_\w", "", core))
 
 
 def _match_unordered(xs: list[str], ys: list[str], sym: float | None) -> bool:
@@ -266,8 +244,13 @@ def _keys_equiv(a: str, b: str, sym: float | None, pa: bool = False, pb: bool = 
     num = _numbers_equal(a, pa, b, pb)
     if num is not None:
         return num
+    sides = _last_side(a, b)
+    if sides is not None:
+        return all(sides) and _keys_equiv(*sides, sym, pa, pb)
     sa, sb = structure(a), structure(b)
-    if sa is not None or sb is not None:
+    if (sa is None) != (sb is None) and _RELATION.search(a if sa is None else b):
+        pass   # an interval against the inequality it describes: decided symbolically
+    elif sa is not None or sb is not None:
         if sa is None or sb is None:
             return False
         (ka, ba, ia), (kb, bb, ib) = sa, sb
@@ -288,6 +271,22 @@ def _keys_equiv(a: str, b: str, sym: float | None, pa: bool = False, pb: bool = 
     return bounded_sympy_equal(a, b, sym)
 
 
+def too_complex(key: str) -> bool:
+    """Answers longer than ``MAX_ANSWER_CHARS`` or nested deeper than ``MAX_DEPTH`` brackets
+    are compared as strings only, so the structural pass stays fast on hostile input
+    (``((((...1...))))`` with 20k levels)."""
+    if len(key) > MAX_ANSWER_CHARS:
+        return True
+    depth = deepest = 0
+    for ch in key:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest > MAX_DEPTH
+
+
 def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
     """Whether answer ``pred`` means the same as answer ``gold`` (rules: module docstring).
 
@@ -296,8 +295,10 @@ def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
     """
     a, pa = normalize(pred)
     b, pb = normalize(gold)
-    if not a or not b:   # nothing to compare: even two empty answers are not a match
+    if not a or not b or _NAN.search(a) or _NAN.search(b):   # even two empty answers differ
         return False
+    if too_complex(a) or too_complex(b):
+        return a == b
     return _keys_equiv(a, b, timeout_s, pa, pb)
 
 
@@ -305,8 +306,10 @@ def fast_equiv(pred: str, gold: str) -> bool | None:
     """:func:`is_equiv` without sympy: ``None`` when only sympy could decide."""
     a, pa = normalize(pred)
     b, pb = normalize(gold)
-    if not a or not b:
+    if not a or not b or _NAN.search(a) or _NAN.search(b):
         return False
+    if too_complex(a) or too_complex(b):
+        return a == b
     try:
         return _keys_equiv(a, b, None, pa, pb)
     except NeedsSympy:

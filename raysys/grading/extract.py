@@ -16,14 +16,20 @@ _BOX_CMDS = ("\\boxed", "\\fbox")
 # may be the Unicode minus (U+2212) that some models write.
 _NUMBER = re.compile(
     r"(?:(?<![\w)\]}])[-\u2212])?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)")
-_ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is")
+# Answer cues: English, Chinese (答案是 / 答案为 / 最终答案) and French (la réponse (finale)
+# est, Réponse finale :), each optionally followed by a colon.
+_ANSWER_IS = re.compile(
+    r"(?:[Tt]he (?:final )?answer is|答案[是为為]|最终答案|[Ll]a réponse (?:finale )?est"
+    r"|[Rr]éponse(?: finale)?\s*:)[:：\s]*")
+_THINK_END = "</think>"
 _TEXT_WRAP = re.compile(r"^\\(?:text|textbf|mathrm|mbox|textrm)\{(.*)\}$", re.S)
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the brace group opening at ``text[start] == '{'`` and the index after it."""
+def _braced(text: str, start: int, end: int | None = None) -> tuple[str, int] | None:
+    """Content of the brace group opening at ``text[start] == '{'`` and the index after it;
+    ``None`` when it does not close before ``end`` (default: the end of the text)."""
     depth = 0
-    for i in range(start, len(text)):
+    for i in range(start, len(text) if end is None else end):
         ch = text[i]
         if ch == "{":
             depth += 1
@@ -40,6 +46,9 @@ def last_boxed(text: str) -> str | None:
     Returns ``None`` when there is no complete box.
     """
     pos = max(text.rfind(cmd) for cmd in _BOX_CMDS)
+    # A group that opens before an unterminated box and contains it cannot close either, so
+    # each earlier box is searched only up to the last unterminated one: linear, not quadratic.
+    limit = len(text)
     while pos >= 0:
         cmd = "\\boxed" if text.startswith("\\boxed", pos) else "\\fbox"
         j = pos + len(cmd)
@@ -47,9 +56,10 @@ def last_boxed(text: str) -> str | None:
         while k < len(text) and text[k] in " \t":
             k += 1
         if k < len(text) and text[k] == "{":
-            got = _braced(text, k)
+            got = _braced(text, k, limit)
             if got is not None:
                 return got[0]
+            limit = pos
         elif j < k < len(text):
             # "\boxed 5": the argument runs to the next '$' or whitespace
             m = re.match(r"[^\s$]+", text[k:])
@@ -97,7 +107,8 @@ def clean_answer(ans: str) -> str:
     for _ in range(3):   # wrappers nest: "$\boxed{5}$." needs several passes
         before = s
         s = s.strip().lstrip(":").strip()
-        s = re.sub(r"(?:\\\.|\.)+$", "", s).strip()   # a sentence-final period
+        s = re.sub(r"(?:\\\.|\.|。)+$", "", s).strip()   # a sentence-final period
+        s = re.sub(r"(?<!\\)\\$", "", s).strip()   # a stray trailing backslash ("185\\")
         if len(s) >= 2 and s.startswith("$") and s.endswith("$"):
             s = s.strip("$").strip()
         for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
@@ -121,12 +132,12 @@ def _after_answer_is(text: str, first: bool) -> str | None:
         return None
     m = matches[0] if first else matches[-1]
     rest = text[m.end():]
-    line = rest.lstrip(" :\t").split("\n", 1)[0]
+    line = rest.lstrip(" :：\t").split("\n", 1)[0]
     boxed = last_boxed(line)
     if boxed is not None:
         return boxed
     # the sentence ends at ". " (a decimal point is followed by a digit, not a space)
-    line = re.split(r"\.\s", line, maxsplit=1)[0]
+    line = re.split(r"\.\s|。", line, maxsplit=1)[0]
     return line
 
 
@@ -167,6 +178,7 @@ def extract_answer(text: str, style: str = "default") -> str:
     ``w2s`` (after ``####`` or "The answer is:"), ``critique`` (after the FIRST "The answer
     is"), ``llm2`` (last number), ``math`` (last box, "The answer is", bare answer, last number).
     """
+    text = answer_region(text)
     if style == "default":
         return _first(hash_answer(text), _after_answer_is(text, first=False),
                       last_boxed(text), bare_answer(text), last_number(text))
@@ -180,6 +192,36 @@ def extract_answer(text: str, style: str = "default") -> str:
         return _first(last_boxed(text), _after_answer_is(text, first=False), bare_answer(text),
                       last_number(text))
     raise ValueError(f"unknown answer style {style!r}; expected one of {', '.join(STYLES)}")
+
+
+def answer_region(text: str) -> str:
+    """The part of an output that holds its answer: the last ``<answer>...</answer>`` block,
+    else the text after the last ``</think>`` (when any), else the whole text."""
+    close = text.rfind("</answer>")
+    open_ = text.rfind("<answer>", 0, max(close, 0))
+    if close >= 0 and open_ >= 0 and text[open_ + 8:close].strip():
+        return text[open_ + 8:close]
+    if _THINK_END in text:
+        after = text.rsplit(_THINK_END, 1)[1]
+        if after.strip():
+            return after
+    return text
+
+
+def all_boxed(text: str) -> list[str]:
+    """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` in order of appearance."""
+    closes, stack = {}, []
+    for i, ch in enumerate(text):   # one pass pairs every brace (hostile input stays linear)
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            closes[stack.pop()] = i
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        close = closes.get(m.end() - 1)
+        if close is not None:
+            out.append(text[m.end():close].strip())
+    return out
 
 
 def gold_answer(gold: str) -> str:

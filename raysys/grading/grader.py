@@ -6,22 +6,47 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from raysys.grading.bounded import SYMPY_WORKERS
-from raysys.grading.equiv import fast_equiv, is_equiv
-from raysys.grading.extract import extract_answer, gold_answer
+from raysys.grading.equiv import fast_equiv, is_equiv, split_top, structure
+from raysys.grading.extract import all_boxed, answer_region, extract_answer, gold_answer
+from raysys.grading.normalize import normalize
+
+# Styles that read boxes: an output that boxes each of several answers is graded on all of them.
+_BOX_STYLES = ("default", "math")
 
 # Worker processes take seconds to start (each imports sympy); below this many pairs that need
 # sympy, grading them one by one in this process is faster.
 MIN_POOL_PAIRS = 64
 
 
+def several_boxes(text: str, gold: str, style: str) -> str | None:
+    """The last n boxes of ``text`` joined by commas, when the gold answer lists n >= 2 items
+    and the output has at least n boxes (``\\boxed{1}`` and ``\\boxed{2}`` against ``\\{1,2\\}``);
+    ``None`` otherwise."""
+    if style not in _BOX_STYLES or text.count("boxed") + text.count("fbox") < 2:
+        return None
+    key = normalize(gold)[0]
+    shape = structure(key)
+    n = len(shape[2]) if shape is not None and shape[0] != "matrix" else 1
+    boxes = all_boxed(answer_region(text))
+    if n < 2 or len(boxes) < n or len(split_top(key, "=")) > 1 and shape is None:
+        return None
+    return ", ".join(boxes[-n:])
+
+
 def grade(text: str, gold: str, style: str = "default", timeout_s: float = 2.0) -> tuple[str, bool]:
     """Extract the final answer from ``text`` and compare it with ``gold``.
 
     ``gold`` may be the answer itself or a full solution (``#### x`` / ``\\boxed{x}``).
-    Returns ``(pred_answer, correct)``; an output with no answer is never correct.
+    Returns ``(pred_answer, correct)``; an output with no answer is never correct. When the
+    gold lists several answers and the output boxes each one, the boxes are graded together.
     """
-    pred = extract_answer(text, style)
-    return pred, bool(pred) and is_equiv(pred, gold_answer(gold), timeout_s)
+    pred, gold = extract_answer(text, style), gold_answer(gold)
+    if pred and is_equiv(pred, gold, timeout_s):
+        return pred, True
+    joined = several_boxes(text, gold, style)
+    if joined is not None and is_equiv(joined, gold, timeout_s):
+        return joined, True
+    return pred, False
 
 
 def grade_many(rows: list[tuple[str, str]], style: str = "default", processes: int | None = None,
@@ -47,4 +72,10 @@ def grade_many(rows: list[tuple[str, str]], style: str = "default", processes: i
         decided = [is_equiv(preds[i], golds[i], timeout_s) for i in hard]
     for i, ok in zip(hard, decided):
         results[i] = ok
-    return [(p, bool(r)) for p, r in zip(preds, results)]
+    out = [(p, bool(r)) for p, r in zip(preds, results)]
+    for i, (text, _) in enumerate(rows):   # rare: several boxes against a list (see grade)
+        if not out[i][1]:
+            joined = several_boxes(text, golds[i], style)
+            if joined is not None and is_equiv(joined, golds[i], timeout_s):
+                out[i] = (joined, True)
+    return out

@@ -2,8 +2,12 @@
 
 Conventions (MATH / GSM8K graders): a percent sign, a currency sign, degree marks and trailing
 unit words are dropped (``50\\%`` == ``50``); thousands separators in every spelling (``1,000``,
-``1{,}000``, ``1\\,000``, thin spaces) are removed; ``x = 3`` and ``x \\in [a,b]`` keep only their
-right-hand side; plain-word answers compare case-insensitively.
+``1{,}000``, ``1\\,000``, thin spaces) are removed; ``x \\in [a,b]`` keeps only the set (a label
+``x = 3`` is resolved against the other answer in :mod:`raysys.grading.equiv`); plain-word answers
+compare case-insensitively. Relations get one spelling (``<=``/``\\leq``/``\\leqslant`` -> ``\\le``,
+``!=``/``\\neq`` -> ``\\ne``, ``\\lt`` -> ``<``); ``percent`` / ``percentage`` / ``pct`` count as
+``%``; "1 and 2 or 3" becomes the list ``1,2,3``; plain-text math gets LaTeX (``**`` -> ``^``,
+``pi``, ``log(``); ``\\left[\\begin{array}...\\right]`` loses its brackets.
 """
 
 from __future__ import annotations
@@ -28,12 +32,29 @@ _UNIT_POWER = r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?"
 _TRAILING_WORDS = re.compile(
     r"^(.*[\d}])\s+[a-zA-Z]{2,}\.?(?:\s+[a-zA-Z]+\.?)*" + _UNIT_POWER + r"$")
 _ORPHAN_POWER = re.compile(r"(?<=\d)\s+\^\s*\{?\s*[23]\s*\}?\s*$")
-_LHS = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
+# "x \\in [a,b]" keeps the set; "lhs = value" is resolved against the other answer (equiv.py)
+_LHS = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in(?![a-zA-Z])\s*(?=\S)")
+# One spelling per relation: \\le, \\ge, \\ne, <, > (longest spellings first)
+_RELATIONS = [(re.compile(p), r) for p, r in (
+    (r"\\(?:leqslant|leq|le)(?![a-zA-Z])|<=|\u2264", r"\\le "),
+    (r"\\(?:geqslant|geq|ge)(?![a-zA-Z])|>=|\u2265", r"\\ge "),
+    (r"\\(?:neq|ne)(?![a-zA-Z])|!=|\u2260", r"\\ne "),
+    (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"))]
+# Percent spelled out ("25 percent", "12.5\\text{ percent}", "40 pct") counts as a percent sign.
+_PERCENT_WORD = re.compile(
+    r"(?<=[\d}])\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*(?:percent(?:age)?|pct)\s*\}"
+    r"|(?:percent(?:age)?|pct)(?![a-zA-Z]))")
+# "1 and 2 or 3" between values: a list (words-only answers are left alone)
+_AND_OR = re.compile(r"(?<=[\d}a-zA-Z)])\s+(?:and|or)\s+(?=[-\d\\(a-zA-Z])")
+# Plain-text math: "2**(1/4)", "3*pi/2", "log(8)"
+_PLAIN_MATH = [(re.compile(r"\*\*"), "^"), (re.compile(r"(?<![a-zA-Z\\])pi(?![a-zA-Z])"), r"\\pi "),
+               (re.compile(r"(?<![a-zA-Z\\])(log|ln|exp|sin|cos|tan)(?=\()"), r"\\\1")]
+_ARRAY_IN_BRACKETS = re.compile(r"^[\[(]\s*(\\begin\{array\}.*\\end\{array\})\s*[\])]$", re.S)
 _INNER_SPACE = re.compile(r"\s+(?![a-zA-Z])|(?<![a-zA-Z])\s+")
 _CHOICE = re.compile(r"^\(([a-zA-Z])\)$")
 _WORDS = re.compile(r"^[a-zA-Z]+(?: [a-zA-Z]+)*$")
 
-_INT = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
+_INT = r"(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)"   # "0,111" is not thousands
 _DEC = re.compile(rf"^([-+]?)({_INT}(?:\.\d*)?|\.\d+)$")
 _SLASH = re.compile(r"^([-+]?)(\d+)/(\d+)$")
 _FRAC = re.compile(r"^([-+]?)\\frac\{(-?)(\d+(?:\.\d+)?)\}\{(-?)(\d+(?:\.\d+)?)\}$")
@@ -93,6 +114,9 @@ def normalize(answer: str) -> tuple[str, bool]:
     s = _SIZING.sub("", s)
     s = _SPACING.sub(" ", s)
     s = _DEGREES.sub("", s)
+    for pattern, repl in _RELATIONS:
+        s = pattern.sub(repl, s)
+    s = _PERCENT_WORD.sub("%", s)
     pct = "%" in s
     if pct:
         s = s.replace("\\%", "").replace("%", "")
@@ -105,8 +129,13 @@ def normalize(answer: str) -> tuple[str, bool]:
     if m and re.search(r"\d", m.group(1)):
         s = m.group(1)
     s = _fix_shorthand(s)
+    if not _WORDS.match(s):
+        s = _AND_OR.sub(",", s)
+        for pattern, repl in _PLAIN_MATH:
+            s = pattern.sub(repl, s)
+    s = _ARRAY_IN_BRACKETS.sub(r"\1", s.strip())
     s = _LHS.sub("", s, count=1)
-    s = _INNER_SPACE.sub("", s.strip())
+    s = _INNER_SPACE.sub("", re.sub(r"\s+", " ", s.strip()))
     s = re.sub(r"\s+", " ", s)
     s = _strip_outer_braces(s)
     m = _CHOICE.match(s)

@@ -14,7 +14,7 @@ import sys
 
 def main() -> None:
     """Serve comparisons on stdin/stdout until stdin closes."""
-    from raysys.grading.equiv import load_sympy, sympy_equal
+    from raysys.grading.symbolic import load_sympy, sympy_equal
 
     load_sympy()
     out = sys.stdout
