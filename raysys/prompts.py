@@ -153,6 +153,15 @@ def refine_target(solution: str, variant: str = "full") -> str:
     return (" " if variant == "short" else "") + solution.strip()
 
 
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Prompt ids as at inference: with the tokenizer's special tokens (BOS), except when the
+    text already starts with the BOS token (a rendered chat template carries its own), so a
+    chat prompt never gets a second BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and prompt.startswith(bos))
+    return list(tokenizer(prompt, add_special_tokens=add)["input_ids"])
+
+
 def default_stop(template: str) -> list[str]:
     """Stop strings that end a completion framed by ``template`` (or 'critique', 'refine',
     'critique_short', 'refine_short')."""

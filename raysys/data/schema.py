@@ -44,6 +44,9 @@ CRITIQUES = pa.schema([
     pa.field("refined_correct", pa.bool_()),
     pa.field("steps", pa.string()),           # JSON list of per-step verdicts (true/false/null)
     pa.field("first_wrong_step", pa.int32()), # 1-based; null when no step is wrong
+    pa.field("refine_idx", pa.int32()),       # which refinement of this critique (null: none)
+    pa.field("round", pa.int32()),            # test-time critique -> refine round (null: train)
+    pa.field("num_tokens", pa.int32()),       # tokens generated for this row's critique/refinement
 ])
 
 SFT = pa.schema([
@@ -62,6 +65,7 @@ PAIRS = pa.schema([
 TOKEN_PAIRS = pa.schema([
     pa.field("messages", pa.string(), nullable=False),   # JSON list of {role, content}
     pa.field("samples", pa.list_(pa.list_(pa.int64())), nullable=False),  # [position, gt, neg]
+    pa.field("source", pa.string()),          # the problem (or row) the pairs were explored on
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {

@@ -94,6 +94,12 @@ class SamplerActor(RoleActor):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         return self._engine.generate(prompts, params)
 
+    def rerank(self, items: list[tuple[str, list[str]]]) -> list[list[float]]:
+        """Scores of each (prompt, completions) item by an engine that can rerank (guided)."""
+        if not hasattr(self._engine, "rerank_scores"):
+            raise StageError(f"engine {type(self._engine).__name__} cannot rerank completions")
+        return self._engine.rerank_scores([p for p, _ in items], [c for _, c in items])
+
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         self._engine.load_weights(model_path, adapter)
         super().load_weights(model_path, adapter)
@@ -125,6 +131,7 @@ class ActorGroup:
         self.role = role
         self.actor_cls = actor_cls
         self.model = model
+        self.args = args
         self._weights: Weights = (model.path, model.adapter)
         bundle = bundle or replica_bundle(cluster)
         self._own_pg = placement_group is None

@@ -451,3 +451,47 @@ def _finalize_parts(out: Path, spec: GenerationSpec, keys: list[str], n: int) ->
 def load_generated(out_dir: str | Path, spec: GenerationSpec) -> pa.Table:
     """Read a generation stage: deduplicated on its key columns, sorted."""
     return sort_rows(dedupe_rows(read_stage(out_dir, spec.kind), spec), spec)
+
+
+def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpec, method: str,
+            group: Any, out_dir: str | Path, request: dict[str, Any], cluster: ClusterConfig,
+            label: str = "map", chunk_rows: int = 64,
+            summarize: Callable[[pa.Table], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The generation stage's contract for a worker that maps rows to rows (no prompts): each
+    input row becomes one output row (index 0) via ``group.map(method, rows)`` (e.g. token
+    quality exploration over gold solutions). Same resume, parts, fingerprint and manifest.
+    ``group`` is an actor group or a zero-argument callable returning one (called only when
+    there is work)."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if not items:
+        raise DataError(f"{out}: empty input (no rows to map)")
+    if len(set(keys)) != len(keys):
+        raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
+    _claim(out, request)
+    if is_complete(out):
+        log.info("stage %s is complete; skipping", out)
+        return read_manifest(out) or {}
+    existing = dedupe_rows(read_stage(out, spec.kind), spec)
+    done = done_keys(existing, spec)
+    todo = [(k, it) for k, it in zip(keys, items) if (k, 0) not in done]
+    progress = Progress(spec, 1, len(keys), existing, label)
+    if todo:
+        live = group() if callable(group) and not hasattr(group, "map") else group
+        progress.nodes.update(p["node_id"] for p in live.ping())
+        run_id = _run_id()
+        step = max(1, chunk_rows) * len(live)
+        for i, start in enumerate(range(0, len(todo), step)):
+            chunk = todo[start:start + step]
+            t1 = time.perf_counter()
+            rows = live.map(method, [it for _, it in chunk])
+            progress.engine_s += time.perf_counter() - t1
+            _land_part(out, f"{run_id}-{i:05d}", conform(rows, spec.kind), progress, spec.kind, None)
+    t_work = time.perf_counter() - t0
+    table = _finalize_parts(out, spec, keys, 1)
+    metrics = {**(summarize(table) if summarize else {}),
+               **_metrics(table, progress, t_work, len(live) if todo else 0)}
+    manifest = write_manifest(out, spec.kind, extra={"metrics": metrics,
+                                                     "request": request_fingerprint(request)})
+    log.info("%s; wrote %d rows to %s", progress.line(), manifest["rows"], out)
+    return manifest

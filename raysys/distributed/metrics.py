@@ -32,13 +32,25 @@ def _per_problem(samples: pa.Table) -> dict[str, list[dict[str, Any]]]:
 def majority_correct(rows: list[dict[str, Any]]) -> bool:
     """Whether the majority answer of ``rows`` is correct.
 
-    A row's ``correct`` was graded against the gold answer, so the winning answer is correct
-    when any row that gave it (same spelling) was graded correct.
+    The vote groups equivalent answers (:func:`raysys.grading.metrics.majority_vote`, the one
+    maj@k of the tree); each row's ``correct`` was graded against the gold answer, so the
+    winning group is correct when a row voting for it (an answer equivalent to the winner) was.
     """
+    from raysys.grading import is_equiv
+
     winner = majority_vote([r["pred"] or "" for r in rows])
     if not winner.strip():
         return False
-    return any(bool(r["correct"]) for r in rows if (r["pred"] or "") == winner)
+    return any(bool(r["correct"]) for r in rows
+               if (r["pred"] or "") == winner or is_equiv(r["pred"] or "", winner))
+
+
+def maj_outcomes(stage_dir: Any, k: int) -> dict[str, bool]:
+    """problem_id -> whether the maj@k vote of a samples stage is correct (paired comparisons)."""
+    from raysys.distributed.sampling import load_samples
+
+    return {pid: majority_correct(rows[:k]) for pid, rows in _per_problem(load_samples(stage_dir)).items()
+            if all(r["correct"] is not None for r in rows)}
 
 
 def summarize_samples(samples: pa.Table, k_list: list[int] | tuple[int, ...] = ()) -> dict[str, Any]:

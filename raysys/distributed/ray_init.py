@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 from typing import Any
 
 from raysys.config import ClusterConfig
+from raysys.errors import ClusterError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,12 @@ PROPAGATED_ENV = (
     "VLLM_CPU_KVCACHE_SPACE",
     "TOKENIZERS_PARALLELISM",
 )
+
+# How long the driver waits for a remote Ray address to accept a connection before one clear
+# error (ray.init itself retries for ~30 s and then raises a long traceback).
+CONNECT_TIMEOUT_ENV = "RAYSYS_RAY_CONNECT_TIMEOUT_S"
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}
 
 # On small machines Ray would reserve 30% of RAM for the object store; sampling tables are tiny.
 SMALL_MACHINE_OBJECT_STORE = 512 * 1024**2
@@ -59,6 +68,50 @@ def resolve_address(address: str | None, environ: dict[str, str] | None = None) 
     return env.get("RAY_ADDRESS") or "local"
 
 
+def address_endpoint(address: str) -> tuple[str, int] | None:
+    """``host:port`` / ``ray://host[:port]`` -> ``(host, port)``; ``None`` for ``local`` and
+    ``auto`` (no endpoint to probe). An ``http(s)://`` address (the dashboard / job server)
+    is refused: ``ray.init`` cannot join a cluster through it."""
+    if address in ("local", "auto"):
+        return None
+    if address.startswith(("http://", "https://")):
+        raise ClusterError(f"cluster.address: {address} is a dashboard / job-server URL; "
+                           "expected host:6379 or ray://host:10001 (or submit with ray job submit)")
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme != "ray":
+        raise ClusterError(f"cluster.address: {address}: expected auto, host:port or ray://host:port")
+    hostport = rest if sep else address
+    host, colon, port = hostport.rstrip("/").rpartition(":")
+    if not colon:
+        host, port = hostport, str(DEFAULT_PORTS["ray" if sep else "gcs"])
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"cluster.address: {address}: expected auto, host:port or ray://host:port")
+    return host.strip("[]"), int(port)
+
+
+def check_ray_address(address: str | None, timeout_s: float | None = None,
+                      environ: dict[str, str] | None = None) -> None:
+    """Raise ``ClusterError`` (one line, within ``timeout_s``) when the Ray address that
+    :func:`init_ray` would join does not accept connections; cheap, so the CLI runs it before
+    any work. ``local`` and ``auto`` are not probed."""
+    env = os.environ if environ is None else environ
+    address = resolve_address(address, env)
+    endpoint = address_endpoint(address)
+    if endpoint is None:
+        return
+    if timeout_s is None:
+        timeout_s = float(env.get(CONNECT_TIMEOUT_ENV) or DEFAULT_CONNECT_TIMEOUT_S)
+    t0 = time.monotonic()
+    try:
+        with socket.create_connection(endpoint, timeout=timeout_s):
+            return
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise ClusterError(f"cluster.address: cannot reach Ray at {address} ({why} after "
+                           f"{time.monotonic() - t0:.1f} s); start the cluster (ray start --head) "
+                           "or fix the address (unset it to start a local Ray)") from None
+
+
 def local_init_kwargs(cluster: ClusterConfig, cpu_count: int | None = None) -> dict[str, Any]:
     """``ray.init`` arguments for a private local instance (bounded on small machines)."""
     cpus = cluster.num_cpus if cluster.num_cpus is not None else (cpu_count or os.cpu_count() or 1)
@@ -88,7 +141,12 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
     if address == "local":
         kwargs.update(local_init_kwargs(cluster))
         kwargs["include_dashboard"] = dashboard and _dashboard_available()
-    ctx = ray.init(**kwargs)
+    check_ray_address(address)
+    try:
+        ctx = ray.init(**kwargs)
+    except (ConnectionError, TimeoutError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ClusterError(f"cluster.address: cannot join Ray at {address}: {first}") from None
     dashboard = getattr(ctx, "dashboard_url", None)
     where = "a new local instance" if address == "local" else address
     if dashboard:

@@ -2,8 +2,8 @@
 
 ``RoleGroups.get(role, actor_cls, model, *args)`` returns the live :class:`ActorGroup` of that
 role, started on first use (so a resumed run whose stages are complete starts nothing). When the
-role's group already runs the same actor class with a compatible model, new weights are served in
-place (a live refresh: an adapter request or an in-place reload) instead of a new group.
+role's group already runs the same actor class with the same arguments (engine config) and a
+compatible model, new weights are served in place (a live refresh: an adapter request or an in-place reload) instead of a new group.
 Placement policies (see ``ClusterConfig.placement``):
 
 * ``alternate``: starting one role's group stops the others; :meth:`before_training` stops all;
@@ -57,7 +57,8 @@ class RoleGroups:
         """The group of ``role`` serving ``model`` (started, refreshed or replaced as needed)."""
         group = self._live.get(role)
         if group is not None:
-            if group.actor_cls is actor_cls and same_model_family(group.model, model):
+            if (group.actor_cls is actor_cls and group.args == args
+                    and same_model_family(group.model, model)):
                 if group.weights != (model.path, model.adapter):
                     log.info("%s group: serving %s in place", role, model.adapter or model.path)
                     group.load_weights(model.path, model.adapter)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from raysys.config import ModelSpec
+from raysys.prompts import encode_prompt
 from raysys.engines.base import Completion, SamplingParams
 from raysys.engines.guided_scoring import VerifierCache, candidate_mask, pack_candidates
 from raysys.engines.hf import HFEngine, _StopOnStrings, chunks, length_order
@@ -240,16 +241,21 @@ class GuidedEngine(HFEngine):
 
     # -- reranking -------------------------------------------------------------------------
 
-    def rerank_scores(self, prompts: list[str], completions: list[list[Completion]]
+    def rerank_scores(self, prompts: list[str], completions: list[list[Completion | str]]
                       ) -> list[list[float]]:
         """The verifier's mean token score over each completion's ``token_ids`` (given its
-        prompt), for best-of-k reranking; an empty completion scores ``-inf``."""
+        prompt), for best-of-k reranking; an empty completion scores ``-inf``. A completion given
+        as text (a stored sample) is tokenized without special tokens."""
         if self.verifier is None:
             raise RuntimeError("GuidedEngine.rerank_scores: the engine was closed")
         if len(prompts) != len(completions):
             raise ValueError(f"rerank_scores: {len(prompts)} prompts but {len(completions)} "
                              "completion lists")
-        jobs = [(i, j, self.tokenizer(p)["input_ids"], c.token_ids)
+        def ids(c: Completion | str) -> list[int]:
+            if isinstance(c, str):
+                return list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
+            return list(c.token_ids)
+        jobs = [(i, j, encode_prompt(self.tokenizer, p), ids(c))
                 for i, (p, comps) in enumerate(zip(prompts, completions))
                 for j, c in enumerate(comps)]
         out = [[float("-inf")] * len(comps) for comps in completions]

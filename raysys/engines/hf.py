@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from raysys.config import ModelSpec
+from raysys.prompts import encode_prompt
 from raysys.engines.base import Completion, SamplingParams
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class HFEngine:
             raise RuntimeError("HFEngine.generate: the engine was closed")
         if not prompts:
             return []
-        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         greedy = params.temperature == 0
         copies = 1 if greedy else params.n
         rows = [_Row(i, j) for i in range(len(prompts)) for j in range(copies)]

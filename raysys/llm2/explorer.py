@@ -178,9 +178,11 @@ class TokenExplorer:
                     logits_to_keep=keep, use_cache=False)
         return out.logits[..., :self.vocab_size].float()
 
-    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Token pairs of ``rows`` (problems or sft rows), in input order; rows without any
-        pair are left out (counted in the stats as ``rows - rows_kept``)."""
+    def __call__(self, rows: list[dict[str, Any]], keep_empty: bool = False) -> list[dict[str, Any]]:
+        """Token pairs of ``rows`` (problems or sft rows), in input order, each with ``source``
+        (the row's ``id`` or ``source``); rows without any pair are left out (counted in the
+        stats as ``rows - rows_kept``) unless ``keep_empty`` (one row per input row, as a
+        resumable stage needs)."""
         began = time.perf_counter()
         self._last = dict.fromkeys(COUNT_KEYS, 0)
         items = self._prepare(rows)
@@ -208,10 +210,11 @@ class TokenExplorer:
                     self._last[key] += st[key]
                 if triples:
                     samples[it.index] = [list(t) for t in triples]
-        out = [{"messages": it.key, "samples": samples[it.index]}
-               for it in items if it.index in samples]
+        out = [{"messages": it.key, "samples": samples.get(it.index, []),
+                "source": rows[it.index].get("id") or rows[it.index].get("source")}
+               for it in items if keep_empty or it.index in samples]
         self._last["rows"] = len(rows)
-        self._last["rows_kept"] = len(out)
+        self._last["rows_kept"] = sum(bool(r["samples"]) for r in out)
         for key in COUNT_KEYS:
             self._total[key] += self._last[key]
         self._seconds += time.perf_counter() - began

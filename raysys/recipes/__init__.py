@@ -11,6 +11,8 @@ from raysys.config import ConfigError, deep_merge, from_dict, load_yaml, parse_o
 
 RECIPES: dict[str, str] = {
     "weak_to_strong": "raysys.recipes.weak_to_strong",
+    "critique": "raysys.recipes.critique",
+    "llm2": "raysys.recipes.llm2",
 }
 
 

@@ -8,7 +8,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from raysys.config import ConfigError, ModelSpec
 from raysys.data.io import read_stage, write_stage
@@ -45,6 +45,9 @@ class TinyModel:
     # Knobs of the synthetic pre-training problems (min_steps, max_steps, max_operand, ops);
     # the generator's defaults (operands <= 20) otherwise.
     pretrain_options: dict[str, Any] = field(default_factory=dict)
+    # qa: "Question: q\nAnswer: solution" documents; chat: the tokenizer's chat template (user
+    # question, assistant solution), the format LLM2's token pairs are rendered in.
+    pretrain_format: Literal["qa", "chat"] = "qa"
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=3e-3, lora=LoraConfig(enabled=False), merge_output=False, warmup_ratio=0.05))
 
@@ -54,6 +57,9 @@ class TinyModel:
                               f"got hidden={self.hidden}, heads={self.heads}")
         if self.pretrain_problems < 0:
             raise ConfigError(f"{_key(path, 'pretrain_problems')}: expected >= 0")
+        if self.pretrain_format == "chat" and self.pretrain_max_demos:
+            raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected 0 with "
+                              "pretrain_format 'chat' (chat documents have no demonstrations)")
         if self.pretrain_max_demos < 0:
             raise ConfigError(f"{_key(path, 'pretrain_max_demos')}: expected >= 0")
         if not 0 <= self.pretrain_min_demos <= self.pretrain_max_demos:
@@ -136,8 +142,12 @@ def tiny_model(ctx: StepContext, name: str, tiny: TinyModel, max_len: int) -> Mo
     def corpus(out: Path) -> None:
         from raysys.data.synthetic import make_problems
         problems = make_problems(tiny.pretrain_problems, tiny.pretrain_seed, **tiny.pretrain_options)
-        write_stage(out, pretrain_rows(problems, tiny.pretrain_max_demos, tiny.pretrain_seed,
-                                       tiny.pretrain_min_demos), "sft")
+        if tiny.pretrain_format == "chat":
+            rows = chat_rows(problems, init.path)
+        else:
+            rows = pretrain_rows(problems, tiny.pretrain_max_demos, tiny.pretrain_seed,
+                                 tiny.pretrain_min_demos)
+        write_stage(out, rows, "sft")
     data = ctx.rd.stage(f"{name}_pretrain_data", kind="sft", phase="data", fn=corpus).path
     return train(ctx, f"{name}_pretrained", "sft", spec, data, tiny.pretrain)
 
@@ -159,3 +169,14 @@ def pretrain_rows(problems: list[dict[str, Any]], max_demos: int, seed: int,
             build_prompt(p["question"], "zero_shot")
         rows.append({"prompt": prompt, "response": response_text(p["solution"]), "source": p["id"]})
     return rows
+
+
+def chat_rows(problems: list[dict[str, Any]], model_dir: str | Path) -> list[dict[str, str]]:
+    """SFT rows in the model's chat template: the user turn with the generation prompt, then
+    the solution (EOS is appended by tokenization), as chat decoding and token pairs see it."""
+    from raysys.models.loading import load_tokenizer
+    from raysys.prompts import build_prompt
+
+    tok = load_tokenizer(str(model_dir))
+    return [{"prompt": build_prompt(p["question"], "chat", tokenizer=tok),
+             "response": p["solution"].strip(), "source": p["id"]} for p in problems]

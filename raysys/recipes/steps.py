@@ -42,11 +42,13 @@ class StepContext:
     seed: int = 0
     groups: Any = None           # raysys.distributed.roles.RoleGroups (Ray is imported lazily)
 
-    def sampler(self, model: ModelSpec) -> Callable[[], Any]:
-        """A lazy handle on the sampler role's group serving ``model`` (started when called)."""
+    def sampler(self, model: ModelSpec, engine: EngineConfig | None = None,
+                role: str = "sampler") -> Callable[[], Any]:
+        """A lazy handle on ``role``'s group serving ``model`` with ``engine`` (default: the
+        run's engine), started when called."""
         from raysys.distributed.actors import SamplerActor
 
-        return lambda: self.groups.get("sampler", SamplerActor, model, self.engine)
+        return lambda: self.groups.get(role, SamplerActor, model, engine or self.engine)
 
 
 @dataclass
@@ -59,10 +61,19 @@ class EvalRow:
     maj_k: int | None = None
     maj_acc: float | None = None
     pass_acc: float | None = None
+    # problem_id -> greedy answer correct: paired comparisons between rows of one test split
+    outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.n if self.n else 0.0
+
+    def minus(self, other: EvalRow) -> Any:
+        """``self - other`` on the problems both were graded on (paired bootstrap)."""
+        from raysys.pipeline.stats import paired_bootstrap
+
+        common = sorted(set(self.outcomes) & set(other.outcomes))
+        return paired_bootstrap([other.outcomes[p] for p in common], [self.outcomes[p] for p in common])
 
 
 @dataclass
@@ -79,7 +90,7 @@ class RecipeResult:
         return {r.model: r.accuracy for r in self.evals}
 
     def eval_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in self.evals]
+        return [{k: v for k, v in asdict(r).items() if k != "outcomes"} for r in self.evals]
 
 
 def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
@@ -141,15 +152,19 @@ def data_stage(ctx: StepContext, name: str, rows: list[dict[str, Any]], kind: st
 
 def sample(ctx: StepContext, name: str, table: pa.Table, model: ModelSpec, template: str, *,
            demos: list[list[str]] | None = None, sampling: SamplingConfig | None = None,
-           iteration: int = 0, model_name: str | None = None) -> pa.Table:
-    """Graded ``samples`` of ``model`` on ``problems`` rows, on the sampler role's group."""
+           iteration: int = 0, model_name: str | None = None, engine: EngineConfig | None = None,
+           role: str = "sampler") -> pa.Table:
+    """Graded ``samples`` of ``model`` on ``problems`` rows, on ``role``'s group (an engine
+    other than the run's, e.g. guided decoding, is a different role)."""
     from raysys.distributed.sampling import load_samples, sample_problems
 
+    eng = engine or ctx.engine
+
     def fn(out: Path) -> None:
-        sample_problems(table, model=model, engine=ctx.engine, sampling=sampling or ctx.greedy,
+        sample_problems(table, model=model, engine=eng, sampling=sampling or ctx.greedy,
                         cluster=ctx.cluster, out_dir=out, prompt_template=template, demos=demos,
                         grade_style=ctx.grade_style, model_name=model_name or name,
-                        iteration=iteration, pool=ctx.sampler(model))
+                        iteration=iteration, pool=ctx.sampler(model, eng, role))
     res = ctx.rd.stage(name, iteration=iteration, kind="samples", phase="sampling", fn=fn)
     return load_samples(res.path)
 
@@ -190,18 +205,23 @@ def generate(ctx: StepContext, name: str, items: list[dict[str, Any]], *, keys: 
 
 def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, template: str, *,
              demos: list[list[str]] | None = None, maj_k: int = 0, temperature: float = 0.7,
-             iteration: int = 0) -> EvalRow:
+             iteration: int = 0, engine: EngineConfig | None = None,
+             role: str = "sampler") -> EvalRow:
     """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
     samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
     from raysys.distributed.metrics import summarize_samples
 
-    greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration)
+    greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration,
+                    engine=engine, role=role)
     m = summarize_samples(greedy, [])
-    row = EvalRow(name, int(m.get("correct_first") or 0), int(m.get("graded_problems") or 0))
+    outcomes = {r["problem_id"]: bool(r["correct"]) for r in greedy.to_pylist()
+                if r["sample_idx"] == 0 and r["correct"] is not None}
+    row = EvalRow(name, int(m.get("correct_first") or 0), int(m.get("graded_problems") or 0),
+                  outcomes=outcomes)
     if maj_k > 1:
         sampling = replace(ctx.greedy, n=maj_k, temperature=temperature, seed=ctx.seed)
         many = sample(ctx, f"eval_{name}_maj{maj_k}", test, model, template, demos=demos,
-                      sampling=sampling, iteration=iteration)
+                      sampling=sampling, iteration=iteration, engine=engine, role=role)
         mk = summarize_samples(many, [maj_k])
         row.maj_k, row.maj_acc, row.pass_acc = maj_k, mk.get(f"maj@{maj_k}"), mk.get(f"pass@{maj_k}")
     return row

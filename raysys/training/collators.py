@@ -61,8 +61,11 @@ def _field(row: dict[str, Any], name: str, kind: str, index: int) -> str:
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Prompt ids, with the tokenizer's special tokens (BOS) as at inference time."""
-    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    """Prompt ids, with the tokenizer's special tokens (BOS) as at inference time (one BOS even
+    for a rendered chat prompt: :func:`raysys.prompts.encode_prompt`)."""
+    from raysys.prompts import encode_prompt as encode
+
+    return encode(tokenizer, prompt)
 
 
 def encode_response(tokenizer: Any, response: str) -> list[int]:

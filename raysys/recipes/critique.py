@@ -1,0 +1,188 @@
+"""Critique-in-the-loop (Xi et al. 2024, MathCritique), top to bottom on Ray.
+
+0. Seed SFT (iteration 0): the base actor learns direct answers and refinement from seed critique
+   data (the synthetic task's gold critiques, or the authors' critique file).
+1. Critic: a given model, or one trained here on gold critiques of gold, corrupted and the seed
+   actor's own solutions; scored on held-out solutions (step verdicts, first wrong step).
+2. For each iteration t: the current actor samples ``sample_num`` solutions per train question
+   -> graded against gold -> the critic critiques the wrong ones -> the actor refines them ->
+   correct refinements past the shortcut barrier, at most ``reserved_new_data`` per question ->
+   the SFT set (original data, correct samples, refinements, by the authors' flags) -> the actor
+   of iteration t, fine-tuned from the base. The same loop without the critic is the plain
+   self-improvement baseline, side by side.
+3. Test time: critique -> refine rounds on the final actor (critic-gated, oracle-gated or all),
+   accuracy by the last answer, a majority over rounds and pass@rounds, with tokens spent.
+
+Actor and critic are role groups (``cluster.placement``: alternate, split or colocate). Every
+step is a stage of the run dir, so a killed run resumes inside any iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pyarrow as pa
+
+from raysys.config import ModelSpec, to_dict
+from raysys.critique import assemble_sft
+from raysys.pipeline import RunDir, load_state, render_report, write_report
+from raysys.pipeline.stats import paired_bootstrap
+from raysys.recipes import critique_steps as cs
+from raysys.recipes import model_steps as models
+from raysys.recipes import steps
+from raysys.recipes.critique_config import CritiqueConfig
+from raysys.recipes.steps import EvalRow, RecipeResult, StepContext
+
+CONFIG = CritiqueConfig
+
+
+def run(cfg: CritiqueConfig, *, force: bool = False) -> RecipeResult:
+    """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
+    rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
+    ctx = steps.open_context(rd, engine=cfg.engine, cluster=cfg.cluster,
+                             grade_style=cfg.data.grade_style, greedy=cfg.greedy, seed=cfg.seed)
+    try:
+        return _run(cfg, ctx)
+    finally:
+        steps.close_context(ctx)
+
+
+def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
+    train = steps.problems(ctx, "train", cfg.data.train)
+    test = steps.problems(ctx, "test", cfg.data.test)
+    seed_problems = steps.problems(ctx, "seed", cfg.data.seed) if cfg.data.seed else train
+    base = models.base_model(ctx, "actor", cfg.models.actor, cfg.tiny)
+    sections: dict[str, str] = {}
+
+    # 0. seed SFT: direct answers + refinement examples
+    direct, refine_rows = cs.seed_data(cfg, ctx, seed_problems)
+    seed_path = steps.data_stage(ctx, "seed_sft", direct + refine_rows, "sft",
+                                 metrics={"direct": len(direct), "refine": len(refine_rows)})
+    actor0 = models.train(ctx, "actor_iter0", "sft", base, seed_path, cfg.seed_sft.train)
+    evals = {"iter0": steps.evaluate(ctx, "actor_iter0", test, actor0, "zero_shot")}
+
+    # 1. the critic (given, or trained on gold critiques), scored on held-out solutions
+    critic = cfg.models.critic or _train_critic(cfg, ctx, seed_problems, base, actor0)
+    sections["Critic on held-out solutions"] = _critic_section(cfg, ctx, test, actor0, critic)
+
+    # 2. the loop, with and without the critic, each iteration from the base model
+    branches = ["critique", "plain"] if cfg.loop.baseline and cfg.loop.use_critic else ["critique"]
+    actors = {b: actor0 for b in branches}
+    per_iter: list[dict] = []
+    for t in range(1, cfg.loop.iterations + 1):
+        for b in branches:
+            actors[b], stats = _iteration(cfg, ctx, t, b, train, base, actors[b], critic,
+                                          direct, refine_rows)
+            evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot")
+            per_iter.append({"iteration": t, "branch": b, **stats})
+    sections["Self-improvement per iteration"] = _loop_section(evals, per_iter, branches)
+
+    # 3. test time: critique -> refine rounds on the final critique-in-the-loop actor
+    final = actors["critique"]
+    final_name = f"critique_iter{cfg.loop.iterations}"
+    greedy = steps.sample(ctx, f"eval_{final_name}", test, final, "zero_shot")
+    tt_rows = []
+    for gate in cfg.test_time.gates:
+        table, answers = cs.test_time_rounds(cfg, ctx, gate, test, greedy, final, critic)
+        sections[f"Test time, {gate}-gated critique -> refine"] = _rounds_section(table, answers, test)
+        last = table[-1]
+        tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",
+                               round(last["last"] * last["n"]), int(last["n"])))
+
+    ctx.rd.finish()
+    rows = list(evals.values()) + tt_rows
+    result = RecipeResult(str(ctx.rd.path), "", rows, extra={"per_iteration": per_iter})
+    report = write_report(ctx.rd.path, render_report(f"Critique-in-the-loop: {ctx.rd.path.name}",
+                                                     result.eval_dicts(), load_state(ctx.rd.path),
+                                                     sections))
+    ctx.rd.log_metrics("evaluation", result.accuracy)
+    result.report = str(report)
+    return result
+
+
+def _train_critic(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table, base: ModelSpec,
+                  actor0: ModelSpec) -> ModelSpec:
+    n = cfg.critic_train.mix.get("sampled", 0)
+    sampled = steps.sample(ctx, "critic_actor_samples", problems.slice(0, max(n, 1)), actor0,
+                           "zero_shot", sampling=replace(cfg.greedy, temperature=0.8, seed=cfg.seed))
+    data = steps.data_stage(ctx, "critic_sft", cs.critic_data(cfg, problems, sampled), "sft")
+    init = actor0 if cfg.critic_train.init == "actor" else base
+    return models.train(ctx, "critic", "sft", init, data, cfg.critic_train.train)
+
+
+def _iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str, train: pa.Table,
+               base: ModelSpec, actor: ModelSpec, critic: ModelSpec, direct: list,
+               seed_refine: list) -> tuple[ModelSpec, dict]:
+    """Sample -> grade -> critique the wrong ones -> refine -> select -> SFT (one iteration)."""
+    lp = cfg.loop
+    problems = {p["id"]: p for p in train.to_pylist()}
+    samples = steps.sample(ctx, f"{branch}_samples", train, actor, "zero_shot", iteration=t,
+                           sampling=replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
+                                            seed=cfg.seed + t))
+    refinements: list[dict] = []
+    if branch == "critique":
+        sols = samples.to_pylist()
+        todo = [s for s in sols if not s["correct"]] if lp.critique_gate == "gold" else sols
+        crits = cs.critique(cfg, ctx, "critiques", todo, {k: p["question"] for k, p in problems.items()},
+                            critic, iteration=t)
+        by_key = {(c["problem_id"], c["sample_idx"]): c for c in crits}
+        pairs = [{**s, **by_key[(s["problem_id"], s["sample_idx"])]} for s in todo]
+        if lp.critique_gate == "critic":
+            pairs = [p for p in pairs if p["verdict"] == "wrong"]
+        refinements = cs.refine(cfg, ctx, "refinements", pairs, problems, actor, n=lp.sample_num,
+                                temperature=lp.temperature, iteration=t)
+    correct, refined, stats = cs.loop_data(cfg, samples, refinements, problems)
+    rows = assemble_sft(t, use_original=lp.use_original, use_previous=False,
+                        use_critic=branch == "critique", use_selfimprove_feedback=False,
+                        seed=direct, seed_feedback=seed_refine, correct={t: correct},
+                        refined={t: refined})
+    data = steps.data_stage(ctx, f"{branch}_sft", rows, "sft", iteration=t, metrics=stats)
+    start = base if lp.from_base else actor
+    new = models.train(ctx, f"{branch}_actor_iter{t}", "sft", start, data, lp.train)
+    return new, {**stats, "sft_rows": len(rows), "diversity": round(cs.diversity(samples), 4)}
+
+
+def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor0: ModelSpec,
+                    critic: ModelSpec) -> str:
+    if cfg.data.train.name != "synthetic":
+        return "Held-out step accuracy needs per-step ground truth (synthetic task only)."
+    answers = steps.sample(ctx, "eval_actor_iter0", test, actor0, "zero_shot")
+    sols = cs.critic_eval_rows(cfg, test, answers)
+    crits = cs.critique(cfg, ctx, "critic_heldout", sols, {p["id"]: p["question"] for p in
+                                                           test.to_pylist()}, critic)
+    scores = cs.critic_scores(sols, crits, test)
+    ctx.rd.log_metrics("critic_heldout", scores)
+    return "| metric | value |\n|---|---|\n" + "\n".join(
+        f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items())
+
+
+def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: list[str]) -> str:
+    """Accuracy per iteration and branch, hard questions solved (those the seed actor got
+    wrong), data kept and diversity; critique minus plain as a paired bootstrap."""
+    hard = [pid for pid, ok in evals["iter0"].outcomes.items() if not ok]
+    lines = ["| iteration | branch | acc | hard solved | sft rows | refinements kept | diversity |",
+             "|---|---|---|---|---|---|---|"]
+    for s in per_iter:
+        row = evals[f"{s['branch']}_iter{s['iteration']}"]
+        solved = sum(row.outcomes.get(p, False) for p in hard) / max(len(hard), 1)
+        lines.append(f"| {s['iteration']} | {s['branch']} | {100 * row.accuracy:.1f}% | "
+                     f"{100 * solved:.1f}% of {len(hard)} | {s['sft_rows']} | "
+                     f"{s.get('refine_kept', 0)} | {s['diversity']:.3f} |")
+    if len(branches) == 2:
+        lines.append("\ncritique minus plain (paired bootstrap, points, gained/lost):")
+        for t in sorted({s["iteration"] for s in per_iter}):
+            d = evals[f"critique_iter{t}"].minus(evals[f"plain_iter{t}"])
+            lines.append(f"- iteration {t}: {d.cell()}")
+    return "\n".join(lines)
+
+
+def _rounds_section(table: list[dict], answers: dict, test: pa.Table) -> str:
+    from raysys.critique.test_time import format_round_table, vote_rounds
+
+    golds = {p["id"]: p["gold_answer"] for p in test.to_pylist()}
+    first = [bool(vote_rounds(answers[p][:1], "last", g).correct) for p, g in golds.items()]
+    lines = [format_round_table(table), "", "minus single pass (paired bootstrap, points, gained/lost):"]
+    for mode in ("last", "majority"):
+        after = [bool(vote_rounds(answers[p], mode, g).correct) for p, g in golds.items()]
+        lines.append(f"- {mode}: {paired_bootstrap(first, after).cell()}")
+    return "\n".join(lines)

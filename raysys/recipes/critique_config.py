@@ -1,0 +1,149 @@
+"""The critique-in-the-loop recipe's typed config (``recipe: critique``).
+
+Loop defaults are the authors' (MathCritique README: ``sample_num`` 5, ``temperature`` 0.7,
+``reserved_new_data`` 1, ``use_original`` on, ``use_previous`` off, three iterations, every
+iteration fine-tuned from the base model). Every value check runs at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
+                           SamplingConfig, check_file)
+from raysys.recipes.model_steps import TinyModel
+from raysys.training.config import LoraConfig, TrainConfig
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _tiny_stage(lr: float = 1e-3) -> TrainConfig:
+    return TrainConfig(lr=lr, lora=LoraConfig(enabled=False), merge_output=False, zero_stage=0,
+                       micro_batch_size=16, warmup_ratio=0.05)
+
+
+@dataclass
+class CritiqueData:
+    train: DatasetSpec                   # questions the loop samples (gold answers grade them)
+    test: DatasetSpec
+    seed: DatasetSpec | None = None      # seed-SFT / critic-data problems (default: train)
+    seed_file: str | None = None         # the authors' *_0_new.json critique file (real models)
+    grade_style: str = "default"
+
+    def validate(self, path: str) -> None:
+        check_file(self.seed_file, _key(path, "seed_file"))
+
+
+@dataclass
+class CritiqueModels:
+    actor: ModelSpec                     # the base actor (``tiny``: built and pre-trained here)
+    critic: ModelSpec | None = None      # a given critic; None: trained here (critic_train)
+
+
+@dataclass
+class SeedSFT:
+    """Iteration 0: the actor's SFT on seed data: direct answers plus refinement examples
+    (question + wrong solution + gold critique -> right solution; "correct" critiques -> the
+    solution itself, so a refinement does not rewrite a right answer)."""
+
+    direct: int = 2000                   # question -> gold solution rows
+    refine_mix: dict[str, int] = field(default_factory=lambda: {
+        "corrupted": 1400, "sampled": 0, "correct": 700})
+    train: TrainConfig = field(default_factory=_tiny_stage)
+
+
+@dataclass
+class CriticTrain:
+    """A critic trained here: question + solution -> critique (gold critiques of gold,
+    one-slip corrupted and the seed actor's sampled solutions)."""
+
+    init: Literal["actor", "base"] = "actor"
+    mix: dict[str, int] = field(default_factory=lambda: {"gold": 1500, "corrupted": 3000,
+                                                         "sampled": 1500})
+    heldout: int = 300                   # held-out problems for step / first-error accuracy
+    train: TrainConfig = field(default_factory=_tiny_stage)
+
+
+@dataclass
+class LoopConfig:
+    """Train-time critique-in-the-loop self-improvement (the authors' parameters)."""
+
+    iterations: int = 3
+    sample_num: int = 5
+    temperature: float = 0.7
+    reserved_new_data: int = 1
+    use_critic: bool = True
+    use_original: bool = True
+    use_previous: bool = False
+    use_selfimprove_feedback: bool = False
+    # Which samples get a critique: gold decides which are wrong (the authors'), or every
+    # sample is critiqued and the critic's verdict decides.
+    critique_gate: Literal["gold", "critic"] = "gold"
+    baseline: bool = True                # also run plain self-improvement (use_critic off)
+    from_base: bool = True               # each iteration fine-tunes the base (the authors')
+    train: TrainConfig = field(default_factory=_tiny_stage)
+
+    def validate(self, path: str) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"{_key(path, 'iterations')}: expected >= 1, got {self.iterations}")
+        if self.sample_num < 1:
+            raise ConfigError(f"{_key(path, 'sample_num')}: expected >= 1, got {self.sample_num}")
+        if not 0 < self.temperature < float("inf"):
+            raise ConfigError(f"{_key(path, 'temperature')}: expected a finite value > 0, "
+                              f"got {self.temperature}")
+        if self.reserved_new_data < 0:
+            raise ConfigError(f"{_key(path, 'reserved_new_data')}: expected >= 0")
+
+
+@dataclass
+class TestTime:
+    """Test-time critique -> refine rounds on the final actor."""
+
+    rounds: int = 2
+    gates: list[Literal["critic", "oracle", "all"]] = field(default_factory=lambda: ["critic", "oracle"])
+
+    def validate(self, path: str) -> None:
+        if self.rounds < 0:
+            raise ConfigError(f"{_key(path, 'rounds')}: expected >= 0, got {self.rounds}")
+
+
+@dataclass
+class CritiqueConfig:
+    """``recipe: critique``: critique-in-the-loop, train time and test time."""
+
+    recipe: Literal["critique"]
+    run_dir: str
+    data: CritiqueData
+    models: CritiqueModels
+    tiny: TinyModel | None = None        # required when models.actor.path is 'tiny'
+    seed_sft: SeedSFT = field(default_factory=SeedSFT)
+    critic_train: CriticTrain = field(default_factory=CriticTrain)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    test_time: TestTime = field(default_factory=TestTime)
+    style: Literal["compact", "authors"] = "compact"      # critique format
+    prompt_variant: Literal["short", "full"] = "short"    # short: tiny models' Q/A format
+    greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
+    critique_tokens: int = 96
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        for key, stage in (("seed_sft.train", self.seed_sft.train),
+                           ("critic_train.train", self.critic_train.train),
+                           ("loop.train", self.loop.train)):
+            stage.check_stage(key)
+        if self.models.actor.path == "tiny" and self.tiny is None:
+            raise ConfigError("tiny: required when models.actor.path is 'tiny'")
+        if self.greedy.temperature != 0.0:
+            raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
+        synthetic = self.data.train.name == "synthetic"
+        if self.models.critic is None and not synthetic and self.data.seed_file is None:
+            raise ConfigError("models.critic: required unless the critic can be trained here "
+                              "(synthetic data, or data.seed_file with the authors' critiques)")
+        if not synthetic and self.data.seed_file is None:
+            raise ConfigError("data.seed_file: required for non-synthetic data (the seed SFT and "
+                              "refinement examples come from the authors' critique file)")
