@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,8 +50,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class NonFiniteFloat(float):
+    """Annotation for a float field that may be ``inf`` / ``nan`` (opt-in; every other float
+    field refuses them in :func:`_coerce`, so ``lr: .nan`` fails before any work)."""
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return the converted value."""
+    """Check ``value`` against the annotation ``tp``; return the converted value.
+
+    Floats must be finite unless the field is annotated :class:`NonFiniteFloat`.
+    """
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -100,16 +109,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected int, got {value!r}")
-    if tp is float:
+    if tp is float or tp is NonFiniteFloat:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string, not a float.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected float, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected float, got {value!r}")
+        if tp is float and not math.isfinite(number):
+            # NaN/inf would pass every range check (NaN compares False) and fail much later.
+            raise ConfigError(f"{key}: expected a finite float, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -203,14 +218,60 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key set twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` may repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:       # an unhashable key: let PyYAML report it
+                continue
+            if first != line:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: duplicate key {key!r} "
+                                  f"(first set on line {first}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error_line(p: Path, e: yaml.YAMLError) -> str:
+    """A PyYAML error (several lines with context) as one ``file:line: what`` line."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+    return f"{where}: invalid YAML: {' '.join(str(problem).split())}"
+
+
 def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file as a mapping; every problem is one ``ConfigError`` naming the
+    file (and line): missing, not UTF-8 text, invalid YAML, a duplicate key, not a mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory; expected a YAML config file")
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
+    raw = p.read_bytes()
+    bad = raw.find(b"\0")          # NUL: a binary file, even where it happens to be UTF-8
+    if bad < 0:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = e.start
+    if bad >= 0:
+        what = "a binary file" if b"\0" in raw[:8192] else "not UTF-8 text"
+        line = raw.count(b"\n", 0, bad) + 1
+        raise ConfigError(f"{p}:{line}: {what} (byte 0x{raw[bad]:02x} at offset {bad}); "
+                          "expected a YAML config file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(text, Loader=_UniqueKeyLoader)   # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        raise ConfigError(_yaml_error_line(p, e)) from None
+    except ConfigError as e:   # duplicate key: the loader names "<unicode string>", not the file
+        raise ConfigError(str(e).replace("<unicode string>", str(p), 1)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -236,6 +297,8 @@ def check_file(path: str | None, key: str, *, dir_ok: bool = False) -> None:
     if path is None or path.startswith("hf://"):
         return
     p = Path(path).expanduser()
+    if not dir_ok and p.is_dir():
+        raise ConfigError(f"{key}: expected a file, got a directory: {path}")
     if not (p.is_file() or (dir_ok and p.is_dir())):
         kind = "file or directory" if dir_ok else "file"
         raise ConfigError(f"{key}: {kind} not found: {path}")
@@ -267,6 +330,9 @@ class ModelSpec:
         if looks_local and not p.is_dir():
             raise ConfigError(f"{_join(path, 'path')}: model directory not found: {self.path}")
         check_file(self.adapter, _join(path, "adapter"), dir_ok=True)
+        # config.json and safetensors headers only: a broken dir fails here, not in a worker
+        from raysys.models.loading import check_model_spec
+        check_model_spec(self, path or "model")
 
 
 @dataclass
@@ -280,6 +346,8 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific (synthetic knobs, ...)
 
     def validate(self, path: str) -> None:
+        from raysys.data.sources import check_name
+        check_name(self.name, path or "data")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"{_join(path, 'limit')}: expected a positive int, got {self.limit}")
         if self.name != "synthetic" and self.path is None:

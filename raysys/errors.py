@@ -15,5 +15,9 @@ class StageError(RuntimeError):
     """A pipeline stage cannot run (missing inputs, changed config on an existing run dir)."""
 
 
+class ClusterError(RuntimeError):
+    """A Ray cluster that cannot be reached or joined (wrong address, cluster down)."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, SchemaError, ModelError,
-                                                StageError, FileNotFoundError)
+                                                StageError, ClusterError, FileNotFoundError)

@@ -52,20 +52,53 @@ def cli() -> None:
     """raysys: distributed sampling and training of LLM math reasoners on Ray."""
 
 
+def one_line(message: str) -> str:
+    """A message as one line: a user error is one line on stderr, however it was built."""
+    return " ".join(str(message).split())
+
+
+def usage_line(e: click.UsageError) -> str:
+    """A click usage error (bad flag value, missing argument) as ``<flag>: <what> (help)``."""
+    if isinstance(e, click.BadParameter) and e.param is not None:
+        name = e.param_hint or (e.param.opts[0] if getattr(e.param, "opts", None) else e.param.name)
+        if isinstance(name, (list, tuple)):
+            name = " / ".join(name)
+        what = f"{name}: {e.message}"
+    else:
+        what = e.format_message()
+    cmd = e.ctx.command_path if e.ctx is not None else "raysys"
+    return one_line(f"{what} (see '{cmd} --help')")
+
+
 def main() -> None:
-    """Console entry point: user-facing errors print one line, not a traceback."""
+    """Console entry point: user-facing errors print one line (``error: <where>: <what>``) and
+    exit 2, not a traceback. ``RAYSYS_TRACEBACK=1`` re-raises them (debugging)."""
+    import os
+
     from raysys.errors import USER_ERRORS
 
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="raysys", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        click.echo(f"error: {usage_line(e)}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        click.echo(f"error: {one_line(e.format_message())}", err=True)
+        sys.exit(e.exit_code if e.exit_code != 1 else 2)
     except USER_ERRORS as e:
-        click.echo(f"error: {e}", err=True)
+        if os.environ.get("RAYSYS_TRACEBACK"):
+            raise
+        click.echo(f"error: {one_line(str(e))}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        # A file the command could not read or write (a path under a regular file, a full
+        # disk): name it in one line. An OSError without a file is a bug: keep its traceback.
+        if e.filename is None or os.environ.get("RAYSYS_TRACEBACK"):
+            raise
+        click.echo(f"error: {e.filename}: {e.strerror or type(e).__name__}", err=True)
         sys.exit(2)
 
 

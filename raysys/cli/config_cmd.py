@@ -16,6 +16,9 @@ def config() -> None:
 def show(path: str, overrides: tuple[str, ...]) -> None:
     """Validate PATH and print the resolved config as YAML."""
     from raysys.config import dump_yaml
+    from raysys.models.loading import check_config_models
     from raysys.recipes import load_run_config
 
-    click.echo(dump_yaml(load_run_config(path, overrides)), nl=False)
+    cfg = load_run_config(path, overrides)
+    check_config_models(cfg)        # model dirs it names: config.json + safetensors headers
+    click.echo(dump_yaml(cfg), nl=False)

@@ -54,6 +54,7 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
     from raysys.data.sources import check_name, load_problems
 
     check_name(name)  # before the spec's own checks, which would complain about the path first
+    check_prepare_out(out_path)
     raw: dict[str, Any] = {"name": name, "fields": _pairs(fields, "--field"),
                            "options": _pairs(options, "--option")}
     if input_path is not None:
@@ -70,6 +71,27 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
     else:
         write_stage(out, table, "problems", extra={"dataset": name, "input": input_path})
     click.echo(f"wrote {table.num_rows} problems ({name}) to {out}")
+
+
+OUT_FILE_SUFFIXES = (".parquet", ".jsonl")
+STAGE_MARKERS = ("_MANIFEST.json", "part-*.parquet")
+
+
+def check_prepare_out(out_path: str) -> None:
+    """``--out`` of ``data prepare`` before any loading: a ``.parquet`` / ``.jsonl`` file that
+    can be written, or a stage directory (no suffix, or an existing stage dir); another suffix
+    (``x.csv``) would silently become a directory, and an unrelated non-empty directory would
+    get its ``part-*.parquet`` files replaced."""
+    from raysys.data.io import DataError, check_output_dir, check_output_file
+
+    out = Path(out_path)
+    if out.suffix in OUT_FILE_SUFFIXES:
+        check_output_file(out, "--out")
+    elif out.suffix and not out.is_dir():
+        raise DataError(f"--out: {out_path}: expected a {' or '.join(OUT_FILE_SUFFIXES)} file, "
+                        "or a stage directory (a path without a suffix)")
+    else:
+        check_output_dir(out, "--out", STAGE_MARKERS)
 
 
 def _short(value: Any, width: int) -> Any:

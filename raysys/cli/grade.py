@@ -11,9 +11,12 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
                processes: int | None = None) -> tuple[int, int]:
     """Grade every row (``pred``, ``gold``) of ``in_path`` into ``out_path`` (written atomically,
     only after every row was read and checked). Returns ``(correct, total)``."""
-    from raysys.data.io import DataError, atomic_write_jsonl, read_records
+    import math
+
+    from raysys.data.io import DataError, atomic_write_jsonl, check_output_file, read_records
     from raysys.grading import grade_many
 
+    check_output_file(out_path, "--out")        # before reading or grading anything
     records = read_records(in_path)
     for lineno, row in records:
         for field in ("pred", "gold"):
@@ -23,6 +26,10 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
             if not isinstance(row[field], (str, int, float)) or isinstance(row[field], bool):
                 raise DataError(f"{in_path}:{lineno}: field {field!r} must be a string or number, "
                                 f"got {type(row[field]).__name__}")
+            if isinstance(row[field], float) and not math.isfinite(row[field]):
+                # "nan" would grade equal to "nan": refuse it rather than grade it
+                raise DataError(f"{in_path}:{lineno}: field {field!r} is {row[field]}; "
+                                "expected a finite number or a string")
     pairs = [(str(row["pred"]), str(row["gold"])) for _, row in records]
     graded = grade_many(pairs, style=style, processes=processes)
     out_rows = [{**row, "pred_answer": ans, "correct": ok}

@@ -29,7 +29,13 @@ def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | Non
          intermediate: int | None, vocab_size: int, corpus: str | None,
          max_position_embeddings: int, seed: int) -> None:
     """Build a randomly initialised tiny Llama and its tokenizer into --out."""
+    from raysys.data.io import DataError, check_output_dir, read_text
     from raysys.models.loading import count_safetensors_params
+
+    # --out is replaced: refuse a directory that is not a model (it would be deleted).
+    check_output_dir(out_dir, "--out", ("config.json", "adapter_config.json"))
+    if corpus is not None:
+        read_text(corpus, DataError, "a UTF-8 text corpus")   # before torch is imported
     from raysys.models.tiny import build_tiny_model
 
     out = build_tiny_model(out_dir, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,

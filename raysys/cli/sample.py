@@ -112,6 +112,10 @@ def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, An
 
     cfg = build_config(opts.pop("config_path"), opts, opts.pop("overrides"))
     prepared = prepare_eval(cfg)            # every input check, before Ray
+    from raysys.data.io import check_output_dir
+    from raysys.distributed.ray_init import check_ray_address
+    check_output_dir(cfg.out, "out", ("samples", "metrics.json", "metrics.md"))
+    check_ray_address(cfg.cluster.address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     owns_ray = not ray.is_initialized()
     try:

@@ -33,29 +33,81 @@ class DataError(ValueError):
 # ------------------------------------------------------------------------------------------
 
 
+def _refuse_constant(name: str) -> Any:
+    """``json`` hook for ``NaN`` / ``Infinity``: not JSON, and in a data file they would become
+    answers or scores that compare unequal to themselves."""
+    raise ValueError(f"{name} is not valid JSON (quote it if it is meant as text)")
+
+
+def _json_line(p: Path, lineno: int, raw: bytes) -> Any:
+    """Decode and parse one JSONL line; every failure is a ``DataError`` naming file:line."""
+    if b"\0" in raw:     # valid UTF-8 but never text: say "binary", not "malformed JSON"
+        raise DataError(f"{p}:{lineno}: binary data (NUL byte at column {raw.index(0) + 1}); "
+                        "expected UTF-8 JSON lines")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        what = "binary data" if b"\0" in raw else "not UTF-8 text"
+        raise DataError(f"{p}:{lineno}: {what} (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                        "expected UTF-8 JSON lines") from None
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:   # NaN / Infinity
+        raise DataError(f"{p}:{lineno}: {e}") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)`` for each non-blank line; bad JSON names file:line."""
+    """Yield ``(line_number, row)`` for each non-blank line; bad JSON, bytes that are not UTF-8
+    and ``NaN``/``Infinity`` literals raise ``DataError`` naming file:line."""
     p = Path(path)
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            row = _json_line(p, lineno, raw)
             if not isinstance(row, dict):
                 raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(row).__name__}")
             yield lineno, row
 
 
-def read_json(path: str | Path, error: type[Exception] = DataError) -> Any:
-    """Parse a whole JSON file; malformed JSON is raised as ``error`` naming file:line."""
+def read_text(path: str | Path, error: type[Exception] = DataError, expected: str = "UTF-8 text") -> str:
+    """A whole file as UTF-8 text; a binary or non-UTF-8 file is raised as ``error`` naming
+    file:line (and a directory or unreadable file likewise, not as an OSError)."""
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise error(f"{p}: is a directory; expected {expected}") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read it ({e.strerror})") from None
+    bad = raw.find(b"\0")
+    if bad < 0:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = e.start
+    line = raw.count(b"\n", 0, bad) + 1
+    what = "a binary file" if b"\0" in raw[:8192] else "not UTF-8 text"
+    raise error(f"{p}:{line}: {what} (byte 0x{raw[bad]:02x} at offset {bad}); "
+                f"expected {expected}")
+
+
+def read_json(path: str | Path, error: type[Exception] = DataError, *,
+              allow_nan: bool = True) -> Any:
+    """Parse a whole JSON file; malformed JSON or non-UTF-8 bytes are raised as ``error``
+    naming file:line. ``allow_nan=False`` also refuses ``NaN`` / ``Infinity`` (data files)."""
+    p = Path(path)
+    text = read_text(p, error, "a UTF-8 JSON file")
+    try:
+        if allow_nan:
+            return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise error(f"{p}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:
+        raise error(f"{p}: {e}") from None
 
 
 def read_json_object(path: str | Path, error: type[Exception] = DataError) -> dict[str, Any]:
@@ -80,7 +132,7 @@ def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
         table = read_parquet_any(p)
         rows = list(enumerate(table.to_pylist(), start=1))
     elif p.suffix == ".json":
-        data = read_json(p)
+        data = read_json(p, allow_nan=False)
         if not isinstance(data, list):
             raise DataError(f"{p}: expected a JSON list of objects")
         rows = []
@@ -95,6 +147,14 @@ def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def _read_parquet_file(p: Path) -> pa.Table:
+    try:
+        return pq.read_table(p)
+    except (pa.ArrowException, OSError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise DataError(f"{p}: not a readable parquet file ({why})") from None
+
+
 def read_parquet_any(path: str | Path) -> pa.Table:
     """Read a parquet file, or every ``part-*.parquet`` of a stage directory."""
     p = Path(path)
@@ -102,11 +162,12 @@ def read_parquet_any(path: str | Path) -> pa.Table:
         parts = sorted(p.glob("part-*.parquet"))
         if not parts:
             raise DataError(f"{p}: no part-*.parquet files")
-        return pa.concat_tables([pq.read_table(x) for x in parts], promote_options="default")
-    try:
-        return pq.read_table(p)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{p}: not a readable parquet file ({e})") from None
+        tables = [_read_parquet_file(x) for x in parts]
+        try:
+            return pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowException as e:
+            raise DataError(f"{p}: its parts have incompatible schemas ({e})") from None
+    return _read_parquet_file(p)
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,10 +270,76 @@ def write_stage(stage_dir: str | Path, table: pa.Table | list[dict], kind: str,
 
 
 def read_manifest(stage_dir: str | Path) -> dict | None:
+    """The stage's ``_MANIFEST.json`` (None when absent: the stage is incomplete).
+
+    A manifest is written atomically, so an unreadable one was damaged outside raysys; the
+    ``DataError`` says what is wrong and how to recover (delete it: the stage re-runs and
+    resumes from its parts).
+    """
     p = Path(stage_dir) / MANIFEST
-    if not p.is_file():
+    if not p.exists():
         return None
-    return json.loads(p.read_text())
+    fix = f"; delete {p} to re-run the stage (it resumes from its parts)"
+    try:
+        manifest = read_json(p)
+    except DataError as e:
+        raise DataError(f"{e}{fix}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{p}: corrupt manifest (expected a JSON object, got "
+                        f"{type(manifest).__name__}){fix}")
+    rows = manifest.get("rows")
+    if not isinstance(manifest.get("kind"), str) or not isinstance(rows, int) or isinstance(rows, bool) \
+            or rows < 0 or not isinstance(manifest.get("parts", []), list):
+        raise DataError(f"{p}: corrupt manifest (expected 'kind' (text), 'rows' (int >= 0) and "
+                        f"'parts' (list)){fix}")
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------
+# Output paths: checked before any work, so a bad --out costs nothing and leaves nothing
+# ------------------------------------------------------------------------------------------
+
+
+def _check_parents(p: Path, key: str) -> None:
+    """Every existing ancestor of ``p`` must be a directory we can write into."""
+    for parent in reversed(p.parents):
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"{key}: cannot create {p}: {parent} is a file, not a directory")
+    existing = next(a for a in p.parents if a.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{key}: cannot create {p}: {existing} is not writable")
+
+
+def check_output_file(path: str | Path, key: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output *file* path that cannot be written: under a regular
+    file, an existing directory, a read-only existing file, or a suffix not in ``suffixes``."""
+    p = Path(path).expanduser().absolute()
+    if suffixes and p.suffix not in suffixes:
+        raise DataError(f"{key}: {path}: expected a {' or '.join(suffixes)} file")
+    if p.is_dir():
+        raise DataError(f"{key}: {path} is a directory; expected a file path")
+    _check_parents(p, key)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise DataError(f"{key}: {path} is not writable")
+    return p
+
+
+def check_output_dir(path: str | Path, key: str, markers: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output *directory* that cannot be written or that is not
+    ours: an existing file, a path under a regular file, or (with ``markers``) a non-empty
+    directory holding none of ``markers`` (glob patterns, e.g. ``_MANIFEST.json``), whose files raysys would
+    mix with (or replace) unrelated ones."""
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise DataError(f"{key}: {path} is a file; expected a directory")
+    _check_parents(p, key)
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise DataError(f"{key}: {path} is not writable")
+        if markers and any(p.iterdir()) and not any(any(p.glob(m)) for m in markers):
+            raise DataError(f"{key}: {path} is a non-empty directory that is not a raysys output "
+                            f"(no {' or '.join(markers)}); use a new or empty directory")
+    return p
 
 
 def is_complete(stage_dir: str | Path) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -84,7 +85,11 @@ def olympiad_gold(answer: Any) -> str | None:
         return None
     if isinstance(answer, (list, tuple)):
         parts = [str(a) for a in answer if a is not None and str(a) != ""]
+        if any(isinstance(a, float) and not math.isfinite(a) for a in answer):
+            raise DataError(f"'answer' is {answer!r}; expected finite numbers or text")
         return ", ".join(parts) if parts else None
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise DataError(f"'answer' is {answer!r}; expected a finite number or text")
     return str(answer)
 
 
@@ -98,9 +103,17 @@ def _require(row: dict[str, Any], field: str, ctx: RowContext, lineno: int,
     if isinstance(value, str):
         return value
     if numeric_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+        return _number_text(value, field, ctx.where(lineno))
     raise DataError(f"{ctx.where(lineno)}: field '{field}' must be a string"
                     f"{' or number' if numeric_ok else ''}, got {type(value).__name__}")
+
+
+def _number_text(value: int | float, field: str, where: str) -> str:
+    """A numeric field as text; NaN / inf (a parquet float, a JSON ``Infinity``) is refused:
+    as a gold answer it would grade "inf" outputs correct, or nothing at all."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{where}: field '{field}' is {value}; expected a finite number or text")
+    return str(value)
 
 
 def _meta(**kw: Any) -> str:
@@ -180,9 +193,13 @@ def _olympiad_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> 
     question = _require(row, "problem", ctx, lineno)
     pid = row.get("id")
     answer = row.get("answer")
+    try:
+        gold = olympiad_gold(answer)
+    except DataError as e:
+        raise DataError(f"{ctx.where(lineno)}: field {e}") from None
     return {
         "id": str(pid) if pid is not None else f"olympiad-{ctx.split}-{i}",
-        "question": question, "gold_answer": olympiad_gold(answer),
+        "question": question, "gold_answer": gold,
         "gold_solution": row.get("solution") or None,
         "meta": _meta(answer_type=row.get("answer_type"), unit=row.get("unit"),
                       subject=row.get("subject"), language=row.get("language"),
@@ -211,7 +228,7 @@ def _generic_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> d
         if value is None and (ours in mapping or ours == "question"):
             raise DataError(f"{ctx.where(lineno)}: missing field '{theirs}' (mapped to column '{ours}')")
         if value is not None:
-            out[ours] = value if isinstance(value, str) else _as_text(value)
+            out[ours] = value if isinstance(value, str) else _as_text(value, theirs, ctx.where(lineno))
     style = ctx.spec.options.get("gold_from_solution")
     if out.get("gold_answer") is None and out.get("gold_solution") and style:
         sol = out["gold_solution"]
@@ -225,9 +242,11 @@ def _generic_row(i: int, lineno: int, row: dict[str, Any], ctx: RowContext) -> d
     return out
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: Any, field: str = "", where: str = "") -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return _number_text(value, field, where)
     return str(value)
 
 
@@ -392,7 +411,16 @@ def synthetic_problems(spec: DatasetSpec, key: str = "data") -> list[dict[str, A
 def check_name(name: str, key: str = "data") -> None:
     """Raise ``ConfigError`` listing the known datasets when ``name`` is not one of them."""
     if name not in KNOWN_SOURCES:
+        if looks_like_path(name):
+            raise ConfigError(f"{key}.name: '{name}' looks like a file path, not a dataset name; "
+                              f"expected NAME:PATH, e.g. jsonl:{name} or gsm8k:{name} "
+                              f"(names: {', '.join(KNOWN_SOURCES)})")
         raise ConfigError(f"{key}.name: unknown dataset '{name}' (known: {', '.join(KNOWN_SOURCES)})")
+
+
+def looks_like_path(name: str) -> bool:
+    """True for a dataset "name" that is really a path (``--data test.jsonl`` without ``NAME:``)."""
+    return "/" in name or "\\" in name or Path(name).suffix in DATA_SUFFIXES or Path(name).exists()
 
 
 def load_problems(spec: DatasetSpec, key: str = "data") -> pa.Table:

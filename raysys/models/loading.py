@@ -7,6 +7,7 @@ ever read from safetensors: ``.bin`` files are pickles and can run code on load.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -42,28 +43,132 @@ def _pickle_weights(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
 
 
-def check_model_dir(d: Path) -> None:
-    """Raise ``ModelError`` unless ``d`` is a full model dir or an adapter dir with safetensors."""
+def check_safetensors(f: Path) -> None:
+    """Raise ``ModelError`` unless ``f`` has a well-formed safetensors header whose tensors fit
+    in the file (a truncated download, a renamed pickle, random bytes). Reads the header only."""
+    size = f.stat().st_size
+    with f.open("rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise ModelError(f"{f}: not a safetensors file (bad header length; file size {size} "
+                             "bytes); re-save or re-download it")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ModelError(f"{f}: corrupt safetensors header (not JSON); re-save or "
+                             "re-download it") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{f}: corrupt safetensors header (not an object)")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+            raise ModelError(f"{f}: corrupt safetensors header (tensor {name!r} has no valid "
+                             "data_offsets)")
+        end = max(end, offsets[1])
+    if 8 + n + end > size:
+        raise ModelError(f"{f}: truncated ({size} bytes, its header needs {8 + n + end}); "
+                         "re-save or re-download it")
+
+
+def check_model_dir(path: str | Path, trust_remote_code: bool | None = None,
+                    key: str | None = None) -> Path:
+    """Raise ``ModelError`` unless ``path`` is a usable full model dir or LoRA adapter dir.
+
+    Cheap enough for config validation in the driver (before Ray): it reads config.json /
+    adapter_config.json and the safetensors headers, never the weights. With
+    ``trust_remote_code`` False a config.json with ``auto_map`` (custom code) is refused
+    (``None``: not checked here; :func:`load_model` checks it). ``key`` (a config key or flag)
+    prefixes every message. Returns the directory.
+    """
+    d = Path(path).expanduser()
+    try:
+        _check_layout(d, trust_remote_code)
+    except ModelError as e:
+        raise ModelError(f"{key}: {e}" if key else str(e)) from None
+    return d
+
+
+def _check_layout(d: Path, trust_remote_code: bool | None) -> None:
     if not d.exists():
         raise ModelError(f"model directory not found: {d}")
     if not d.is_dir():
         raise ModelError(f"model path is not a directory: {d}")
     if is_adapter_dir(d):
+        read_json_object(d / ADAPTER_CONFIG, ModelError)
         if not (d / ADAPTER_WEIGHTS).is_file():
             found = _pickle_weights(d)
             extra = (f" (found only {', '.join(found)}: pickle weights are not loaded)"
                      if found else "")
             raise ModelError(f"adapter directory {d}: missing {ADAPTER_WEIGHTS}{extra}")
+        check_safetensors(d / ADAPTER_WEIGHTS)
         return
     if not (d / "config.json").is_file():
         raise ModelError(f"model directory {d}: missing config.json "
                          f"(expected an HF model dir or a LoRA adapter dir with {ADAPTER_CONFIG})")
-    if not any(d.glob("*.safetensors")):
+    if trust_remote_code is not None:
+        check_remote_code(d, trust_remote_code)
+    else:
+        read_json_object(d / "config.json", ModelError)
+    weights = sorted(d.glob("*.safetensors"))
+    if not weights:
         found = _pickle_weights(d)
         if found:
             raise ModelError(f"model directory {d}: only pickle weights ({', '.join(found)}); "
                              "re-save it with safetensors (save_pretrained) to load it here")
         raise ModelError(f"model directory {d}: no *.safetensors weights")
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        shards = read_json_object(index, ModelError).get("weight_map") or {}
+        missing = sorted({s for s in shards.values() if not (d / str(s)).is_file()})
+        if missing:
+            raise ModelError(f"{index}: missing shard(s) {', '.join(missing)}")
+    for f in weights:
+        check_safetensors(f)
+
+
+def check_model_spec(spec: Any, key: str) -> None:
+    """Driver-side check of a ``ModelSpec`` (``path`` and ``adapter``) at config key ``key``;
+    hub ids and ``tiny`` (built by the recipe) are left to loading."""
+    trust = bool(getattr(spec, "trust_remote_code", False))
+    if _looks_local(spec.path):
+        d = check_model_dir(spec.path, trust, f"{key}.path")
+        if is_adapter_dir(d):
+            base = adapter_base(d)
+            if _looks_local(base):
+                check_model_dir(base, trust, f"{key}.path (the adapter's base)")
+    if spec.adapter is not None:
+        a = Path(spec.adapter).expanduser()
+        if a.is_dir() and not is_adapter_dir(a):
+            raise ModelError(f"{key}.adapter: {a}: not a LoRA adapter dir (no {ADAPTER_CONFIG})")
+        check_model_dir(a, trust, f"{key}.adapter")
+
+
+def check_config_models(cfg: Any, key: str = "") -> None:
+    """Check every model a validated config names, before any work: each ``ModelSpec``-like
+    section (``path``/``adapter``/``trust_remote_code``) and each section with a ``model`` dir
+    (a ``TrainConfig``). Walks nested dataclasses, dicts and lists."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        names = [f.name for f in dataclasses.fields(cfg)]
+        if {"path", "adapter", "trust_remote_code"} <= set(names) and isinstance(cfg.path, str):
+            check_model_spec(cfg, key or "model")
+            return
+        if {"model", "trust_remote_code"} <= set(names) and isinstance(cfg.model, str):
+            check_model_dir(cfg.model, bool(cfg.trust_remote_code), f"{key}.model" if key else "model")
+        for name in names:
+            check_config_models(getattr(cfg, name), f"{key}.{name}" if key else name)
+    elif isinstance(cfg, dict):
+        for k, v in cfg.items():
+            check_config_models(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            check_config_models(v, f"{key}[{i}]")
 
 
 def resolve_model_path(path_or_id: str | Path) -> str:

@@ -27,13 +27,16 @@ from typing import Any
 
 import yaml
 
-from raysys.data.io import atomic_write_json, atomic_write_text, read_manifest
+from raysys.data.io import (DataError, atomic_write_json, atomic_write_text, check_output_dir,
+                            read_json, read_manifest, read_text)
 from raysys.errors import StageError
 
 STATE = "state.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 MODEL_MARKER = "_COMPLETE.json"
+# What makes an existing non-empty directory a run dir (anything else is refused as run_dir).
+RUN_DIR_MARKERS = (STATE, CONFIG, "iter_*", "models", "logs")
 
 StageFn = Callable[[Path], "dict[str, Any] | None"]
 
@@ -84,11 +87,14 @@ class RunDir:
                  ignore_keys: tuple[str, ...] = ("run_dir",)) -> None:
         # Absolute: stage and model paths go to Ray actors and Ray Train workers, which run in
         # their own working directories.
-        self.path = Path(path).expanduser().absolute()
+        self.path = check_run_dir(path)
         self.config = config
+        # Everything that can be wrong with an existing run dir is found before anything is
+        # written to it: the state, every stage's manifest and model marker, the old config.
+        self.state: dict[str, Any] = _read_state(self.path / STATE)
+        check_run_state(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_config(force, ignore_keys)
-        self.state: dict[str, Any] = self._load_state()
         self.state.setdefault("stages", {})
         self.state.setdefault("runs", [])
         self.state["runs"].append({"start": _now(), "end": None, "seconds": None})
@@ -99,8 +105,8 @@ class RunDir:
 
     def _check_config(self, force: bool, ignore: tuple[str, ...]) -> None:
         cfg_path = self.path / CONFIG
-        if cfg_path.is_file() and not force:
-            old = yaml.safe_load(cfg_path.read_text()) or {}
+        if cfg_path.exists() and not force:
+            old = _read_old_config(cfg_path)
             diff = config_diff(old, self.config, ignore)
             if diff:
                 shown = ", ".join(diff[:10]) + (f" (+{len(diff) - 10} more)" if len(diff) > 10 else "")
@@ -109,16 +115,6 @@ class RunDir:
         atomic_write_text(cfg_path, yaml.safe_dump(self.config, sort_keys=False))
 
     # -- state ------------------------------------------------------------------------------
-
-    def _load_state(self) -> dict[str, Any]:
-        p = self.path / STATE
-        if not p.is_file():
-            return {}
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise StageError(f"{p}: unreadable state file ({e.msg}); it is written atomically, "
-                             "so it was edited by hand") from None
 
     def _save_state(self) -> None:
         atomic_write_json(self.path / STATE, self.state)
@@ -181,7 +177,7 @@ class RunDir:
         key = f"models/{name}"
         marker = out / MODEL_MARKER
         if marker.is_file():
-            info = json.loads(marker.read_text())
+            info = _read_marker(marker)
             return self._skip(key, name, out, None, info.get("metrics") or {})
         tmp = out.parent / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -242,8 +238,78 @@ class RunDir:
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any]:
-    """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent."""
+    """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent/corrupt."""
     p = Path(run_dir) / STATE
     if not p.is_file():
         raise StageError(f"{run_dir}: not a run directory (no {STATE})")
-    return json.loads(p.read_text())
+    return _read_state(p)
+
+
+# ------------------------------------------------------------------------------------------
+# Checks of an existing run dir: each error says what is wrong and how to recover
+# ------------------------------------------------------------------------------------------
+
+
+def check_run_dir(path: str | Path, key: str = "run_dir") -> Path:
+    """The absolute run dir path; ``StageError`` when it cannot be one (an existing file, a path
+    under a regular file, a non-empty directory that is not a run dir)."""
+    try:
+        return check_output_dir(path, key, RUN_DIR_MARKERS)
+    except DataError as e:
+        raise StageError(str(e)) from None
+
+
+def _read_state(p: Path) -> dict[str, Any]:
+    """``state.json`` as a dict (empty when absent). It is only ever replaced atomically, so a
+    bad one was damaged outside raysys: deleting it is safe, a re-run rebuilds it from the
+    stage manifests and model markers."""
+    if not p.exists():
+        return {}
+    fix = f"; delete it (rm {p}) and re-run: complete stages are found again from their manifests"
+    try:
+        state = read_json(p, StageError)
+    except StageError as e:
+        raise StageError(f"corrupt run state: {e}{fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict) \
+            or not isinstance(state.get("runs", []), list) \
+            or not all(isinstance(v, dict) for v in state.get("stages", {}).values()):
+        raise StageError(f"corrupt run state: {p}: expected an object with 'stages' (an object of "
+                         f"objects) and 'runs' (a list){fix}")
+    return state
+
+
+def _read_marker(p: Path) -> dict[str, Any]:
+    """A model stage's ``_COMPLETE.json``; a damaged one means the model cannot be trusted."""
+    try:
+        info = read_json(p, StageError)
+        if not isinstance(info, dict):
+            raise StageError(f"{p}: expected a JSON object")
+    except StageError as e:
+        raise StageError(f"corrupt model marker: {e}; delete {p.parent} to train the model again") \
+            from None
+    return info
+
+
+def _read_old_config(p: Path) -> dict[str, Any]:
+    """The run's stored ``config.yaml`` (to compare with the new config)."""
+    fix = "; re-run with --force to replace it with the current config"
+    text = read_text(p, StageError, "the run's YAML config")
+    try:
+        old = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise StageError(f"{p}: invalid YAML ({str(e).splitlines()[0]}){fix}") from None
+    if not isinstance(old, dict):
+        raise StageError(f"{p}: expected a mapping{fix}")
+    return old
+
+
+def check_run_state(run_dir: Path) -> None:
+    """Read every stage manifest and model marker of ``run_dir`` once, so a damaged one fails
+    before Ray starts (not in the middle of a run)."""
+    for manifest in sorted(run_dir.glob(f"iter_*/*/{'_MANIFEST.json'}")):
+        try:
+            read_manifest(manifest.parent)
+        except DataError as e:
+            raise StageError(f"corrupt run state: {e}") from None
+    for marker in sorted(run_dir.glob(f"models/*/{MODEL_MARKER}")):
+        _read_marker(marker)

@@ -101,8 +101,14 @@ class TrainConfig:
             raise ConfigError(f"{key('lr')}: expected a finite value > 0, got {self.lr}")
         check_range(self.warmup_ratio, key("warmup_ratio"), 0.0, 1.0)
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
-        if self.model is not None and not Path(self.model).expanduser().is_dir():
-            raise ConfigError(f"{key('model')}: model directory not found: {self.model}")
+        if self.model is not None:
+            if not Path(self.model).expanduser().is_dir():
+                raise ConfigError(f"{key('model')}: model directory not found: {self.model}")
+            from raysys.models.loading import check_model_dir   # config.json, weight headers
+            check_model_dir(self.model, self.trust_remote_code, key("model"))
+        if self.out is not None:
+            from raysys.data.io import check_output_dir
+            check_output_dir(self.out, key("out"), ("config.json", "adapter_config.json"))
         if self.data is not None and not Path(self.data).expanduser().exists():
             raise ConfigError(f"{key('data')}: file or directory not found: {self.data}")
 

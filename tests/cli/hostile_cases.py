@@ -1,0 +1,267 @@
+"""The hostile-input table for ``tests/cli/test_hostile_inputs.py``: each case is a command line,
+the files it finds, and the one-line error it must end with (exit 2, nothing written).
+
+Placeholders in argv: ``{model}`` the session's tiny model dir, ``{cfg}`` the quick demo config,
+``{port}`` a closed local port. Paths are relative to the case's empty working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+BINARY = bytes(range(256)) * 4                                # NUL bytes, 0xff: not text
+LATIN1_JSONL = b'{"question": "ok", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 2"}\n'
+GSM8K_OK = '{"question": "1+1?", "answer": "so\\n#### 2"}\n'
+SFT_OK = '{"prompt": "1+1?", "response": "2"}\n'
+GRADE_OK = '{"pred": "2", "gold": "2"}\n'
+Files = dict[str, "bytes | str | Callable[[Path, Path], None]"]
+
+
+@dataclass
+class Case:
+    """One hostile input: ``argv`` after ``raysys``, the files it finds, the error it must print."""
+
+    category: str
+    id: str
+    argv: list[str]
+    error: str                                  # regex searched in the one stderr line
+    files: Files = field(default_factory=dict)
+    xfail: str | None = None                    # a fix needed in a file this task does not own
+
+
+# -- builders for files that are not plain content -------------------------------------------
+
+
+def _parquet(rows: list[dict]) -> Callable[[Path, Path], None]:
+    def build(path: Path, model: Path) -> None:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return build
+
+
+def _model_copy(edit: Callable[[Path], None] | None = None,
+                keep: tuple[str, ...] | None = None) -> Callable[[Path, Path], None]:
+    """A copy of the tiny model dir (only ``keep`` files when given), then ``edit(dir)``."""
+    def build(path: Path, model: Path) -> None:
+        path.mkdir(parents=True)
+        for f in model.iterdir():
+            if keep is None or f.name in keep:
+                shutil.copy(f, path / f.name)
+        if edit is not None:
+            edit(path)
+    return build
+
+
+def _truncate(d: Path) -> None:
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _auto_map(d: Path) -> None:
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _garbage_weights(d: Path) -> None:
+    (d / "model.safetensors").write_bytes(BINARY)
+
+
+DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
+ONLY_CONFIG = _model_copy(keep=("config.json",))
+ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
+W = ["--run-dir", "r"]                          # a fresh run dir for `run` cases
+EVAL = ["eval", "--model", "{model}", "--out", "o"]
+TRAIN = ["train", "--kind", "sft", "--model", "{model}", "--out", "o"]
+PREP = ["data", "prepare", "synthetic", "--option", "n=3"]
+
+CASES: list[Case] = [
+    # -- files that are not text ----------------------------------------------------------
+    Case("not text", "prepare-binary-jsonl", ["data", "prepare", "gsm8k", "--input", "b.jsonl", "--out", "o.parquet"],
+         r"b\.jsonl:1: binary data .*expected UTF-8", {"b.jsonl": BINARY}),
+    Case("not text", "prepare-latin1-line2", ["data", "prepare", "gsm8k", "--input", "l.jsonl", "--out", "o.jsonl"],
+         r"l\.jsonl:2: not UTF-8 text \(byte 0xe9", {"l.jsonl": LATIN1_JSONL}),
+    Case("not text", "prepare-binary-json", ["data", "prepare", "gsm8k", "--input", "b.json", "--out", "o.parquet"],
+         r"b\.json:\d+: a binary file", {"b.json": BINARY}),
+    Case("not text", "prepare-garbage-parquet", ["data", "prepare", "gsm8k", "--input", "g.parquet", "--out", "o.parquet"],
+         r"g\.parquet: not a readable parquet file", {"g.parquet": BINARY}),
+    Case("not text", "prepare-dir-with-binary", ["data", "prepare", "gsm8k", "--input", "d", "--out", "o.parquet"],
+         r"d/x\.jsonl:1: binary data", {"d/x.jsonl": BINARY}),
+    Case("not text", "show-binary-jsonl", ["data", "show", "b.jsonl"], r"b\.jsonl:1: binary data", {"b.jsonl": BINARY}),
+    Case("not text", "show-garbage-parquet", ["data", "show", "g.parquet"], r"g\.parquet: not a readable parquet",
+         {"g.parquet": BINARY}),
+    Case("not text", "show-stage-garbage-part", ["data", "show", "st"], r"part-00000\.parquet: not a readable parquet",
+         {"st/part-00000.parquet": BINARY}),
+    Case("not text", "grade-binary", ["grade", "b.jsonl", "--out", "o.jsonl"], r"b\.jsonl:1: binary data",
+         {"b.jsonl": BINARY}),
+    Case("not text", "grade-latin1", ["grade", "l.jsonl", "--out", "o.jsonl"], r"l\.jsonl:2: not UTF-8 text",
+         {"l.jsonl": LATIN1_JSONL}),
+    Case("not text", "config-show-binary", ["config", "show", "b.yaml"], r"b\.yaml:1: a binary file",
+         {"b.yaml": BINARY}),
+    Case("not text", "config-show-latin1-line3", ["config", "show", "l.yaml"], r"l\.yaml:3: not UTF-8 text",
+         {"l.yaml": b"recipe: weak_to_strong\nseed: 0\nrun_dir: caf\xe9\n"}),
+    Case("not text", "config-show-nul", ["config", "show", "n.yaml"], r"n\.yaml:1: a binary file \(byte 0x00",
+         {"n.yaml": "recipe: weak\0\n"}),
+    Case("not text", "run-binary-config", ["run", "b.yaml"], r"b\.yaml:1: a binary file", {"b.yaml": BINARY}),
+    Case("not text", "train-binary-data", [*TRAIN, "--data", "b.jsonl"], r"b\.jsonl:1: binary data",
+         {"b.jsonl": BINARY}),
+    Case("not text", "train-binary-config", ["train", "--config", "b.yaml"], r"b\.yaml:1: a binary file",
+         {"b.yaml": BINARY}),
+    Case("not text", "tiny-binary-corpus", ["models", "tiny", "--corpus", "c.txt", "--out", "m"],
+         r"c\.txt:1: a binary file .*expected a UTF-8 text corpus", {"c.txt": BINARY}),
+    Case("not text", "eval-binary-data", [*EVAL, "--data", "gsm8k:b.jsonl"], r"b\.jsonl:1: binary data",
+         {"b.jsonl": BINARY}),
+    # -- outputs that cannot be written -----------------------------------------------------
+    Case("outputs", "prepare-under-file", [*PREP, "--out", "f/x.parquet"], r"--out: cannot create .*: .*f is a file",
+         {"f": "x"}),
+    Case("outputs", "prepare-file-is-dir", [*PREP, "--out", "d.parquet"], r"--out: d\.parquet is a directory",
+         {"d.parquet/keep": "x"}),
+    Case("outputs", "prepare-csv-suffix", [*PREP, "--out", "x.csv"], r"--out: x\.csv: expected a \.parquet or \.jsonl"),
+    Case("outputs", "prepare-unrelated-dir", [*PREP, "--out", "notes"], r"--out: notes is a non-empty directory that "
+         r"is not a raysys output", {"notes/todo.txt": "mine"}),
+    Case("outputs", "prepare-dir-is-file", [*PREP, "--out", "f"], r"--out: f is a file; expected a directory",
+         {"f": "x"}),
+    Case("outputs", "prepare-stage-under-file", [*PREP, "--out", "f/stage"], r"--out: cannot create .*f is a file",
+         {"f": "x"}),
+    Case("outputs", "grade-under-file", ["grade", "in.jsonl", "--out", "f/o.jsonl"], r"--out: cannot create .*f is a file",
+         {"in.jsonl": GRADE_OK, "f": "x"}),
+    Case("outputs", "grade-out-is-dir", ["grade", "in.jsonl", "--out", "d"], r"--out: .*'d' is a directory",
+         {"in.jsonl": GRADE_OK, "d/keep": "x"}),
+    Case("outputs", "run-dir-is-file", ["run", "{cfg}", "--run-dir", "f"], r"run_dir: f is a file; expected a directory",
+         {"f": "x"}),
+    Case("outputs", "run-dir-under-file", ["run", "{cfg}", "--run-dir", "f/r"], r"run_dir: cannot create .*f is a file",
+         {"f": "x"}),
+    Case("outputs", "run-dir-unrelated", ["run", "{cfg}", "--run-dir", "notes"], r"run_dir: notes is a non-empty "
+         r"directory that is not a raysys output", {"notes/todo.txt": "mine"}),
+    Case("outputs", "tiny-under-file", ["models", "tiny", "--out", "f/m"], r"--out: cannot create .*f is a file",
+         {"f": "x"}),
+    Case("outputs", "tiny-replaces-unrelated", ["models", "tiny", "--out", "notes"], r"--out: notes is a non-empty "
+         r"directory that is not a raysys output", {"notes/todo.txt": "mine"}),
+    Case("outputs", "tiny-out-is-file", ["models", "tiny", "--out", "f"], r"--out: .*'f' is a file", {"f": "x"}),
+    Case("outputs", "eval-out-is-file", ["eval", "--model", "{model}", "--data", "gsm8k:t.jsonl", "--out", "f"],
+         r"out: f is a file", {"t.jsonl": GSM8K_OK, "f": "x"}),
+    Case("outputs", "train-out-under-file", ["train", "--kind", "sft", "--model", "{model}", "--data", "s.jsonl",
+                                             "--out", "f/m"], r"out: cannot create .*f is a file",
+         {"s.jsonl": SFT_OK, "f": "x"}),
+    # -- NaN and inf --------------------------------------------------------------------------
+    Case("nan/inf", "config-lr-nan", ["config", "show", "{cfg}", "--set", "weak_sft.train.lr=nan"],
+         r"weak_sft\.train\.lr: expected a finite float, got 'nan'"),
+    Case("nan/inf", "config-temperature-inf", ["config", "show", "{cfg}", "--set", "stage2.temperature=inf"],
+         r"stage2\.temperature: expected a finite float"),
+    Case("nan/inf", "config-yaml-inf", ["config", "show", "{cfg}", "--set", "greedy.temperature=.inf"],
+         r"greedy\.temperature: expected a finite float, got inf"),
+    Case("nan/inf", "config-dict-float-nan", ["config", "show", "{cfg}", "--set",
+                                              "weak_sft.train.resources_per_worker.CPU=nan"],
+         r"resources_per_worker\.CPU: expected a finite float"),
+    Case("nan/inf", "run-top-p-minus-inf", ["run", "{cfg}", *W, "--set", "greedy.top_p=-.inf"],
+         r"greedy\.top_p: expected a finite float"),
+    Case("nan/inf", "config-file-nan", ["config", "show", "n.yaml"], r"n\.yaml: weak_sft\.train\.lr: expected a finite float, got nan",
+         {"n.yaml": lambda path, model: path.write_text(
+             DEMO_CFG.read_text().replace("lr: 3.0e-3, max_steps: 30", "lr: .nan, max_steps: 30"))}),
+    Case("nan/inf", "train-flag-lr-nan", ["train", "--kind", "sft", "--model", "m", "--data", "d", "--out", "o",
+                                          "--lr", "nan"], r"lr: expected a finite float"),
+    Case("nan/inf", "train-set-warmup-inf", ["train", "--kind", "sft", "--model", "m", "--data", "d", "--out", "o",
+                                             "--set", "warmup_ratio=inf"], r"warmup_ratio: expected a finite float"),
+    Case("nan/inf", "eval-flag-temperature-nan", [*EVAL, "--data", "gsm8k:t.jsonl", "--temperature", "nan"],
+         r"sampling\.temperature: expected a finite float", {"t.jsonl": GSM8K_OK}),
+    Case("nan/inf", "eval-flag-top-p-inf", [*EVAL, "--data", "gsm8k:t.jsonl", "--top-p", "inf"],
+         r"sampling\.top_p: expected a finite float", {"t.jsonl": GSM8K_OK}),
+    Case("nan/inf", "data-infinity-literal", ["data", "prepare", "gsm8k", "--input", "i.jsonl", "--out", "o.jsonl"],
+         r"i\.jsonl:1: Infinity is not valid JSON", {"i.jsonl": '{"question": "q", "answer": Infinity}\n'}),
+    Case("nan/inf", "data-nan-math500", ["data", "prepare", "math500", "--input", "n.jsonl", "--out", "o.jsonl"],
+         r"n\.jsonl:2: NaN is not valid JSON", {"n.jsonl": '{"problem": "q", "answer": "1"}\n'
+                                                           '{"problem": "q", "answer": NaN}\n'}),
+    Case("nan/inf", "data-json-list-minus-inf", ["data", "prepare", "jsonl", "--input", "n.json", "--out", "o.jsonl"],
+         r"n\.json: -Infinity is not valid JSON", {"n.json": '[{"question": "q", "gold_answer": -Infinity}]'}),
+    Case("nan/inf", "data-parquet-inf", ["data", "prepare", "math500", "--input", "i.parquet", "--out", "o.jsonl"],
+         r"i\.parquet:1: field 'answer' is inf", {"i.parquet": _parquet([{"problem": "q", "answer": float("inf")}])}),
+    Case("nan/inf", "data-parquet-generic-nan", ["data", "prepare", "jsonl", "--input", "n.parquet", "--out", "o.jsonl"],
+         r"n\.parquet:1: field 'gold_answer' is nan", {"n.parquet": _parquet([{"question": "q",
+                                                                             "gold_answer": float("nan")}])}),
+    Case("nan/inf", "grade-gold-nan", ["grade", "n.jsonl", "--out", "o.jsonl"], r"n\.jsonl:1: NaN is not valid JSON",
+         {"n.jsonl": '{"pred": "nan", "gold": NaN}\n'}),
+    Case("nan/inf", "grade-parquet-gold-nan", ["grade", "n.parquet", "--out", "o.jsonl"],
+         r"n\.parquet:1: field 'gold' is nan", {"n.parquet": _parquet([{"pred": "1", "gold": float("nan")}])}),
+    # -- model and adapter dirs, checked in the driver ----------------------------------------
+    Case("model dirs", "run-model-only-config", ["run", "{cfg}", *W, "--set", "models.weak.path=./mc"],
+         r"models\.weak\.path: model directory .*mc: no \*\.safetensors", {"mc": ONLY_CONFIG}),
+    Case("model dirs", "run-model-garbage-weights", ["run", "{cfg}", *W, "--set", "models.weak.path=./mg"],
+         r"models\.weak\.path: .*model\.safetensors: not a safetensors file", {"mg": _model_copy(_garbage_weights)}),
+    Case("model dirs", "run-model-truncated", ["run", "{cfg}", *W, "--set", "models.strong.path=./mt"],
+         r"models\.strong\.path: .*model\.safetensors: truncated", {"mt": _model_copy(_truncate)}),
+    Case("model dirs", "run-model-auto-map", ["run", "{cfg}", *W, "--set", "models.weak.path=./ma"],
+         r"models\.weak\.path: .*auto_map .*trust_remote_code", {"ma": _model_copy(_auto_map)}),
+    Case("model dirs", "run-adapter-only-config", ["run", "{cfg}", *W, "--set", "models.weak.path={model}",
+                                                   "--set", "models.weak.adapter=./mc"],
+         r"models\.weak\.adapter: .*not a LoRA adapter dir", {"mc": ONLY_CONFIG}),
+    Case("model dirs", "run-adapter-no-weights", ["run", "{cfg}", *W, "--set", "models.weak.path={model}",
+                                                  "--set", "models.weak.adapter=./adp"],
+         r"models\.weak\.adapter: .*missing adapter_model\.safetensors", ADAPTER_CONFIG_ONLY),
+    Case("model dirs", "config-show-bad-config-json", ["config", "show", "{cfg}", "--set", "models.weak.path=./mj"],
+         r"models\.weak\.path: .*config\.json:1: malformed JSON", {"mj": _model_copy(
+             lambda d: (d / "config.json").write_text("{not json"))}),
+    Case("model dirs", "eval-model-only-config", [*EVAL[:1], "--model", "./mc", "--data", "gsm8k:t.jsonl", "--out", "o"],
+         r"mc: no \*\.safetensors weights", {"mc": ONLY_CONFIG, "t.jsonl": GSM8K_OK}),
+    Case("model dirs", "eval-model-garbage-weights", ["eval", "--model", "./mg", "--data", "gsm8k:t.jsonl", "--out", "o"],
+         r"model\.safetensors: not a safetensors file", {"mg": _model_copy(_garbage_weights), "t.jsonl": GSM8K_OK}),
+    Case("model dirs", "info-truncated", ["models", "info", "./mt"], r"model\.safetensors: truncated",
+         {"mt": _model_copy(_truncate)}),
+    Case("model dirs", "eval-model-auto-map", ["eval", "--model", "./ma", "--data", "gsm8k:t.jsonl", "--out", "o"],
+         r"model\.path: .*auto_map", {"ma": _model_copy(_auto_map), "t.jsonl": GSM8K_OK},
+         ),
+    Case("model dirs", "eval-adapter-only-config", [*EVAL, "--adapter", "./mc", "--data", "gsm8k:t.jsonl"],
+         r"model\.adapter: .*not a LoRA adapter dir", {"mc": ONLY_CONFIG, "t.jsonl": GSM8K_OK},
+         ),
+    Case("model dirs", "train-model-garbage-weights", ["train", "--kind", "sft", "--model", "./mg", "--data", "s.jsonl",
+                                                       "--out", "o"], r"model: .*not a safetensors file",
+         {"mg": _model_copy(_garbage_weights), "s.jsonl": SFT_OK},
+         ),
+    # -- corrupt run state ----------------------------------------------------------------------
+    Case("run state", "status-state-malformed", ["status", "r"], r"corrupt run state: .*state\.json:1: malformed JSON"
+         r".*delete it", {"r/state.json": '{"stages": {'}),
+    Case("run state", "status-state-binary", ["status", "r"], r"corrupt run state: .*state\.json:1: a binary file",
+         {"r/state.json": BINARY}),
+    Case("run state", "status-state-list", ["status", "r"], r"state\.json: expected an object .*delete it",
+         {"r/state.json": "[]"}),
+    Case("run state", "status-stages-list", ["status", "r"], r"state\.json: expected an object", {"r/state.json":
+                                                                                               '{"stages": []}'}),
+    Case("run state", "run-state-malformed", ["run", "{cfg}", *W], r"corrupt run state: .*state\.json:1: malformed",
+         {"r/state.json": "{"}),
+    Case("run state", "run-manifest-malformed", ["run", "{cfg}", *W], r"corrupt run state: .*_MANIFEST\.json:1: "
+         r"malformed JSON.*delete .*_MANIFEST\.json to re-run the stage",
+         {"r/state.json": "{}", "r/iter_0/problems_train_1/_MANIFEST.json": '{"kind": '}),
+    Case("run state", "run-manifest-wrong-shape", ["run", "{cfg}", *W], r"_MANIFEST\.json: corrupt manifest",
+         {"r/state.json": "{}", "r/iter_0/test/_MANIFEST.json": '{"kind": "problems", "rows": "many"}'}),
+    Case("run state", "run-model-marker", ["run", "{cfg}", *W], r"corrupt model marker: .*_COMPLETE\.json.*delete",
+         {"r/state.json": "{}", "r/models/weak/_COMPLETE.json": "[1,"}),
+    Case("run state", "run-config-yaml", ["run", "{cfg}", *W], r"config\.yaml: invalid YAML .*--force",
+         {"r/state.json": "{}", "r/config.yaml": "a: [\n"}),
+    Case("run state", "show-manifest-binary", ["data", "show", "st"], r"_MANIFEST\.json:\d+: a binary file.*delete",
+         {"st/part-00000.parquet": _parquet([{"a": 1}]), "st/_MANIFEST.json": BINARY}),
+    # -- addresses, duplicate keys, --data without NAME: ----------------------------------------
+    Case("misc", "run-unreachable-address", ["run", "{cfg}", *W, "--set", "cluster.address=127.0.0.1:{port}"],
+         r"cluster\.address: cannot reach Ray at 127\.0\.0\.1:\d+ \(Connection refused"),
+    Case("misc", "run-http-address", ["run", "{cfg}", *W, "--set", "cluster.address=http://127.0.0.1:8265"],
+         r"cluster\.address: http://127\.0\.0\.1:8265 is a dashboard"),
+    Case("misc", "eval-unreachable-address", [*EVAL, "--data", "gsm8k:t.jsonl", "--address", "ray://127.0.0.1:{port}"],
+         r"cluster\.address: cannot reach Ray", {"t.jsonl": GSM8K_OK},
+         ),
+    Case("misc", "config-duplicate-key", ["config", "show", "d.yaml"], r"d\.yaml:3: duplicate key 'seed' \(first set "
+         r"on line 2\)", {"d.yaml": "recipe: weak_to_strong\nseed: 1\nseed: 2\n"}),
+    Case("misc", "run-duplicate-nested-key", ["run", "d.yaml"], r"d\.yaml:5: duplicate key 'lr' \(first set "
+         r"on line 4\)", {"d.yaml": "recipe: weak_to_strong\nweak_sft:\n  train:\n    lr: 1\n    lr: 2\n"}),
+    Case("misc", "train-duplicate-key", ["train", "--config", "d.yaml"], r"d\.yaml:2: duplicate key 'kind'",
+         {"d.yaml": "kind: sft\nkind: dpo\n"}),
+    Case("misc", "eval-duplicate-key", ["eval", "--config", "d.yaml"], r"d\.yaml:2: duplicate key 'out'",
+         {"d.yaml": "out: a\nout: b\n"}),
+    Case("misc", "eval-data-without-name", [*EVAL, "--data", "t.jsonl"], r"'t\.jsonl' looks like a file path.*"
+         r"NAME:PATH", {"t.jsonl": GSM8K_OK}),
+    Case("misc", "usage-unknown-option", ["grade", "--bogus"], r"No such option '--bogus'.*'raysys grade --help'"),
+    Case("misc", "usage-bad-int", ["data", "show", "x", "--rows", "-1"], r"--rows: -1 is not in the range"),
+]

@@ -1,0 +1,122 @@
+"""Every hostile input to every ``raysys`` command ends in one line on stderr
+(``error: <file or key>: <what was expected>``), exit code 2, no traceback, and nothing written.
+
+The table is in ``hostile_cases.py``. Each case runs the real entry point (``raysys.cli.main``)
+in-process in an empty working directory holding only the case's files; a few run as a
+subprocess too, to see the console a user sees (no library noise, no traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hostile_cases import CASES, Case   # tests/cli is on sys.path (rootdir-less layout)
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CFG = REPO / "configs" / "demo_quick.yaml"
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup(case: Case, root: Path, model: Path) -> list[str]:
+    """Write the case's files under ``root``; return its argv with placeholders filled."""
+    for rel, content in case.files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if callable(content):
+            content(path, model)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    values = {"model": str(model), "cfg": str(DEMO_CFG), "port": str(_closed_port())}
+    return [a.format(**values) for a in case.argv]
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and mtime: equal before and after = nothing written."""
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+def _check_one_line(stderr: str, pattern: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    assert "Traceback" not in stderr
+    assert re.search(pattern, line), f"{pattern!r} not in {line!r}"
+    return line
+
+
+def _params() -> list:
+    return [pytest.param(c, id=f"{c.category}:{c.id}",
+                         marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
+            for c in CASES]
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAYSYS_TRACEBACK", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.mark.parametrize("case", _params())
+def test_hostile_input_is_one_line_exit_2_nothing_written(
+        case: Case, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from raysys.cli import main
+
+    argv = _setup(case, tmp_path, tiny_model_dir)
+    before = _tree(tmp_path)
+    model_before = _tree(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["raysys", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    _check_one_line(err, case.error)
+    assert _tree(tmp_path) == before, "the failed command wrote or changed files"
+    assert _tree(tiny_model_dir) == model_before
+
+
+def test_table_covers_every_category_with_40_plus_cases() -> None:
+    by_cat: dict[str, int] = {}
+    for c in CASES:
+        by_cat[c.category] = by_cat.get(c.category, 0) + 1
+    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert {"not text", "outputs", "nan/inf", "model dirs", "run state", "misc"} <= set(by_cat)
+
+
+@pytest.mark.parametrize("case_id", ["train-binary-data", "run-unreachable-address", "status-state-binary"])
+def test_console_of_a_real_process(case_id: str, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """As a user runs it: the console holds exactly the one error line (no warnings printed by
+    torch/Ray imports, no traceback), and an unreachable Ray address fails in seconds."""
+    (case,) = [c for c in CASES if c.id == case_id]
+    argv = _setup(case, tmp_path, tiny_model_dir)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYSYS_TRACEBACK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "raysys.cli", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stderr
+    _check_one_line(proc.stderr, case.error)
+    assert proc.stdout == ""
+    if case_id == "run-unreachable-address":
+        assert seconds < 15, f"took {seconds:.1f} s"
