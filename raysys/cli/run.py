@@ -16,7 +16,24 @@ def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | Non
 
     sets = tuple(overrides) + ((f"run_dir={run_dir}",) if run_dir else ())
     cfg = load_run_config(path, sets)
+    preflight(cfg)
     return recipe_module(cfg.recipe).run(cfg, force=force)
+
+
+def preflight(cfg: Any) -> None:
+    """What a run needs besides a valid config, checked in the driver before any work: a run dir
+    it can write (not a file, not an unrelated directory), every model dir it names (config.json
+    and safetensors headers), and a reachable Ray address (bounded wait)."""
+    from raysys.distributed.ray_init import check_ray_address
+    from raysys.models.loading import check_config_models
+    from raysys.pipeline.run_dir import check_run_dir
+
+    if getattr(cfg, "run_dir", None):
+        check_run_dir(cfg.run_dir)
+    check_config_models(cfg)
+    cluster = getattr(cfg, "cluster", None)
+    if cluster is not None:
+        check_ray_address(cluster.address)
 
 
 def _print_result(result: Any) -> None:
@@ -49,16 +66,27 @@ def status(run_dir: str) -> None:
         click.echo(f"report: {report}")
 
 
+DEMO_CONFIGS = {"w2s": ("demo.yaml", "demo_quick.yaml"),
+                "llm2": ("llm2_demo.yaml", "llm2_demo_quick.yaml"),
+                "critique": ("critique_demo.yaml", "critique_demo_quick.yaml")}
+
+
 @click.command()
+@click.option("--recipe", "recipe", type=click.Choice(["w2s", "llm2", "critique", "all"]),
+              default="w2s", show_default=True, help="Which method's demo to run (all: one after another).")
 @click.option("--quick", is_flag=True, help="The small plumbing demo (every stage, few steps; minutes, mostly trainer start-up).")
-@click.option("--run-dir", default=None, help="Where to write the run (default runs/demo[-quick]).")
+@click.option("--run-dir", default=None, help="Where to write the run (default from the demo config; "
+                                               "with --recipe all, a parent dir with one run per method).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--force", is_flag=True, help="Continue an existing run dir whose config differs.")
-def demo(quick: bool, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
-    """Weak-to-strong on the synthetic arithmetic task with tiny models, on local Ray (CPU)."""
-    name = "demo_quick.yaml" if quick else "demo.yaml"
-    path = REPO_CONFIGS / name
-    if not path.is_file():
-        raise click.ClickException(f"{path}: demo config not found (run from a source checkout)")
-    result = _run_config(path, overrides, run_dir, force)
-    _print_result(result)
+def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU)."""
+    names = list(DEMO_CONFIGS) if recipe == "all" else [recipe]
+    for name in names:
+        path = REPO_CONFIGS / DEMO_CONFIGS[name][1 if quick else 0]
+        if not path.is_file():
+            raise click.ClickException(f"{path}: demo config not found (run from a source checkout)")
+        target = run_dir if run_dir is None or recipe != "all" else str(Path(run_dir) / name)
+        if len(names) > 1:
+            click.echo(f"\n== {name} ==")
+        _print_result(_run_config(path, overrides, target, force))

@@ -83,7 +83,9 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
     greedy = steps.sample(ctx, f"eval_{final_name}", test, final, "zero_shot")
     tt_rows = []
     for gate in cfg.test_time.gates:
-        table, answers = cs.test_time_rounds(cfg, ctx, gate, test, greedy, final, critic)
+        table, answers = cs.test_time_rounds(cfg, ctx, gate, test, greedy, final, critic,
+                                             ctx.rd.state["stages"].get(f"iter_0/eval_{final_name}",
+                                                                        {}).get("seconds") or 0.0)
         sections[f"Test time, {gate}-gated critique -> refine"] = _rounds_section(table, answers, test)
         last = table[-1]
         tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",

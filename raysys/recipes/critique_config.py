@@ -103,7 +103,11 @@ class TestTime:
     """Test-time critique -> refine rounds on the final actor."""
 
     rounds: int = 2
-    gates: list[Literal["critic", "oracle", "all"]] = field(default_factory=lambda: ["critic", "oracle"])
+    # critic: refine where the critic says wrong; oracle: only wrong answers (gold decides),
+    # with the critic's critique; all: everything; gold: wrong answers with the synthetic task's
+    # true critique (synthetic data only: the bound a perfect critic would reach).
+    gates: list[Literal["critic", "oracle", "all", "gold"]] = field(
+        default_factory=lambda: ["critic", "oracle", "gold"])
 
     def validate(self, path: str) -> None:
         if self.rounds < 0:
@@ -144,6 +148,8 @@ class CritiqueConfig:
         if self.models.critic is None and not synthetic and self.data.seed_file is None:
             raise ConfigError("models.critic: required unless the critic can be trained here "
                               "(synthetic data, or data.seed_file with the authors' critiques)")
+        if "gold" in self.test_time.gates and not synthetic:
+            raise ConfigError("test_time.gates: 'gold' needs the synthetic task's per-step truth")
         if not synthetic and self.data.seed_file is None:
             raise ConfigError("data.seed_file: required for non-synthetic data (the seed SFT and "
                               "refinement examples come from the authors' critique file)")

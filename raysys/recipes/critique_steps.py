@@ -165,19 +165,39 @@ def critic_scores(solutions: list[dict], critiques: list[dict], problems: pa.Tab
             **critique_stats(critiques)}
 
 
+def gold_critiques(cfg: CritiqueConfig, solutions: list[dict[str, Any]], test: pa.Table) -> list[dict]:
+    """Critiques of the synthetic task's per-step ground truth (what a perfect critic says)."""
+    gold = {p["id"]: p for p in synthetic_rows(test)}
+    out = []
+    for s in solutions:
+        p = gold[s["problem_id"]]
+        text = gold_critique(p["question"], p["solution"], s["completion"], cfg.style)
+        parsed = parse_critique(text)
+        out.append({"problem_id": s["problem_id"], "sample_idx": s["sample_idx"], "critique": text,
+                    "verdict": parsed.verdict, "num_tokens": 0})
+    return out
+
+
 def test_time_rounds(cfg: CritiqueConfig, ctx: StepContext, gate: str, test: pa.Table,
-                     greedy: pa.Table, actor: ModelSpec, critic: ModelSpec) -> tuple[list, dict]:
+                     greedy: pa.Table, actor: ModelSpec, critic: ModelSpec,
+                     greedy_seconds: float = 0.0) -> tuple[list, dict]:
     """Critique -> refine rounds on the test split from the actor's greedy answers; returns the
-    per-round accuracy/cost table and each question's answers per round."""
+    per-round accuracy/cost table and each question's answers per round. Gates: ``critic``
+    (refine where the critic says wrong), ``oracle`` (refine only wrong answers, with the
+    critic's critique), ``all`` (refine everything), ``gold`` (wrong answers with the synthetic
+    task's true critique: the upper bound a perfect critic would give)."""
     problems = {p["id"]: p for p in test.to_pylist()}
     questions = {pid: p["question"] for pid, p in problems.items()}
     current = {r["problem_id"]: {**r, "sample_idx": 0} for r in greedy.to_pylist() if r["sample_idx"] == 0}
     answers = {pid: [[r["pred"] or ""]] for pid, r in current.items()}
-    costs = [RoundCost(sum(int(r["num_tokens"] or 0) for r in current.values()), 0.0)]
+    costs = [RoundCost(sum(int(r["num_tokens"] or 0) for r in current.values()), greedy_seconds)]
     for rnd in range(1, cfg.test_time.rounds + 1):
-        todo = [r for r in current.values() if gate != "oracle" or not r["correct"]]
-        crits = critique(cfg, ctx, f"tt_{gate}_critique", todo, questions, critic, iteration=rnd,
-                         round_=rnd)
+        todo = [r for r in current.values() if gate not in ("oracle", "gold") or not r["correct"]]
+        if gate == "gold":     # diagnostic: the synthetic task's own critique (no critic call)
+            crits = gold_critiques(cfg, todo, test)
+        else:
+            crits = critique(cfg, ctx, f"tt_{gate}_critique", todo, questions, critic,
+                             iteration=rnd, round_=rnd)
         by_key = {solution_key(c["problem_id"], c["sample_idx"]): c for c in crits}
         pairs = [{**r, **by_key[solution_key(r["problem_id"], r["sample_idx"])]} for r in todo]
         if gate == "critic":

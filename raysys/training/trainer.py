@@ -171,11 +171,27 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     )
     try:
         result = _fit_pinned_to_this_cluster(trainer)
-    except Exception as e:  # noqa: BLE001 - re-raised, unwrapped when it is a user error
-        inner = _unwrap_worker_error(getattr(e, "cause", None) or e)
-        if inner is not e:
+    except Exception as e:  # noqa: BLE001 - re-raised: a user error as itself, else one line
+        from ray.train import TrainingFailedError
+
+        from raysys.errors import USER_ERRORS, StageError
+
+        cause = getattr(e, "cause", None) or e
+        inner = _unwrap_worker_error(cause)
+        if isinstance(inner, USER_ERRORS):
             raise inner from None
-        raise
+        if not isinstance(cause, TrainingFailedError):
+            raise                       # not a lost worker: a bug keeps its traceback
+        text = str(cause).strip()
+        last = text.splitlines()[-1][:300] if text else type(cause).__name__
+        if cfg.checkpoint_every:
+            msg = (f"training '{cfg.name}' failed after {cfg.max_failures} worker restart(s) "
+                   f"({type(cause).__name__}: {last}); re-running resumes from its latest "
+                   f"checkpoint in {work_dir}")
+        else:
+            msg = (f"training '{cfg.name}' failed ({type(cause).__name__}: {last}); set "
+                   "checkpoint_every and max_failures to survive a lost worker")
+        raise StageError(msg) from e
     out = Path(cfg.out).expanduser().resolve()
     metrics = dict(result.metrics or {})
     completed = bool(metrics.get("done")) and out.is_dir()

@@ -1,0 +1,100 @@
+"""End to end: the quick LLM2 and critique-in-the-loop demos through `raysys demo`, the critique
+run killed inside its first iteration and resumed to the same stage tables as an uninterrupted
+run, and a re-run of a finished run that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from test_w2s_resume import _run, _run_until_killed, _state
+
+pytestmark = pytest.mark.slow
+
+
+def _tables(run_dir: Path) -> dict[str, list[str]]:
+    """Every sealed data stage's rows (order-insensitive, as JSON strings), by stage key."""
+    out = {}
+    for manifest in sorted(run_dir.glob("iter_*/*/_MANIFEST.json")):
+        rows = []
+        for part in sorted(manifest.parent.glob("*.parquet")):
+            rows += pq.read_table(part).to_pylist()
+        out[str(manifest.parent.relative_to(run_dir))] = sorted(
+            json.dumps(r, sort_keys=True, default=str) for r in rows)
+    return out
+
+
+def _section(report: str, head: str) -> str:
+    return report.split(f"## {head}", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def critique_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("critique") / "run"
+    _run(["demo", "--recipe", "critique", "--quick", "--run-dir", str(run_dir)], timeout=1200)
+    return run_dir
+
+
+def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> None:
+    report = (critique_run / "report.md").read_text()
+    loop = _section(report, "Self-improvement per iteration")
+    assert "| 1 | critique |" in loop and "| 1 | plain |" in loop
+    assert "critique minus plain" in loop
+    for gate in ("critic", "oracle", "gold"):
+        rounds = _section(report, f"Test time, {gate}-gated critique -> refine")
+        assert rounds.count("\n| 0 |") == 1 and rounds.count("\n| 1 |") == 1
+    critic = _section(report, "Critic on held-out solutions")
+    counts = {k: int(v) for k, v in (ln.strip("| ").split(" | ") for ln in critic.splitlines()
+                                     if ln.startswith(("| wrong |", "| correct |", "| unknown |",
+                                                       "| critiques |")))}
+    assert counts["wrong"] + counts["correct"] + counts["unknown"] == counts["critiques"]
+    # refinements: unique (solution, refine_idx) keys, each graded; the SFT set holds at most one
+    # kept refinement per question (reserved_new_data: 1)
+    refs = pq.read_table(critique_run / "iter_1" / "refinements").to_pylist()
+    keys = [(r["problem_id"], r["sample_idx"], r["refine_idx"]) for r in refs]
+    assert len(keys) == len(set(keys)) and all(r["refined_correct"] is not None for r in refs)
+    sft = json.loads((critique_run / "iter_1" / "critique_sft" / "_MANIFEST.json").read_text())
+    assert sft["metrics"]["refine_kept"] <= len({r["problem_id"] for r in refs})
+
+
+def test_critique_killed_inside_an_iteration_resumes_to_the_same_tables(
+        critique_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    args = ["demo", "--recipe", "critique", "--quick", "--run-dir", str(run_dir)]
+    _run_until_killed(args, run_dir, "iter_1/refinements", lambda d: True, timeout=900)
+    proc = _run(args, timeout=1200)
+    assert "critique_iter1" in proc.stdout
+    ref, got = _tables(critique_run), _tables(run_dir)
+    assert set(got) == set(ref)
+    assert [k for k in ref if ref[k] != got[k]] == []
+
+
+def test_finished_run_reruns_nothing(critique_run: Path) -> None:
+    before = _state(critique_run)["stages"]
+    _run(["demo", "--recipe", "critique", "--quick", "--run-dir", str(critique_run)], timeout=300)
+    after = _state(critique_run)["stages"]
+    assert {k: v.get("end") for k, v in after.items()} == {k: v.get("end") for k, v in before.items()}
+
+
+def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(tmp_path: Path) -> None:
+    run_dir = tmp_path / "llm2"
+    proc = _run(["demo", "--recipe", "llm2", "--quick", "--run-dir", str(run_dir)], timeout=1200)
+    for row in ("| plain |", "| guided_beta0.25 |", "| guided_beta1 |", "| best_of_3 |"):
+        assert row in proc.stdout
+    report = (run_dir / "report.md").read_text()
+    assert "held-out pairs: verifier ranks gold above the negative" in report
+    diffs = _section(report, "Guided minus plain (paired bootstrap)")
+    assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
+    # every explored problem has a row; pairs index the gold token of the chat rendering
+    pairs = json.loads((run_dir / "iter_0" / "token_pairs" / "_MANIFEST.json").read_text())
+    assert pairs["rows"] == 64 and pairs["metrics"]["pairs"] > 0
+    from raysys.models.loading import load_tokenizer
+    from raysys.training.collators import render_chat_ids
+
+    tok = load_tokenizer(str(run_dir / "models" / "llm_pretrained"))
+    for r in pq.read_table(run_dir / "iter_0" / "token_pairs").to_pylist()[:10]:
+        ids = render_chat_ids(json.loads(r["messages"]), tok)
+        assert all(ids[p] == gt and neg != gt for p, gt, neg in r["samples"])

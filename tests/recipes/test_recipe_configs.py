@@ -1,0 +1,51 @@
+"""The LLM2 and critique configs: the real-model configs load once their paths are set, and bad
+values are one ConfigError naming the key, before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raysys.config import ConfigError
+from raysys.recipes import load_run_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SEED_FILE = Path(__file__).resolve().parents[1] / "critique" / "fixtures" / "tiny-gsm8k-sftdata_0_new.json"
+
+
+def test_real_model_configs_load_with_paths_set(tiny_model_dir: Path, shared_data_dir: Path) -> None:
+    llm2 = load_run_config(CONFIGS / "llm2_gsm8k.yaml", [f"models.llm.path={tiny_model_dir}"])
+    assert (llm2.decode.beta, llm2.decode.alpha, llm2.decode.maj_k) == (0.25, 0.1, 20)
+    assert llm2.verifier_train.kind is None and llm2.verifier_train.lr == 2e-5
+    for name in ("critique_gsm8k", "critique_math"):
+        cfg = load_run_config(CONFIGS / f"{name}.yaml", [
+            f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
+            f"data.seed_file={SEED_FILE}"])
+        assert (cfg.loop.sample_num, cfg.loop.temperature, cfg.loop.reserved_new_data,
+                cfg.loop.iterations) == (5, 0.7, 1, 3)
+        assert cfg.cluster.placement == "split" and cfg.style == "authors"
+
+
+@pytest.mark.parametrize("name, sets, message", [
+    ("critique_demo_quick", ["test_time.gates=[critic, nope]"], r"test_time\.gates\[1\]: expected one of"),
+    ("critique_demo_quick", ["loop.temperature=0"], r"loop\.temperature: expected a finite value > 0"),
+    ("critique_demo_quick", ["loop.train.model=/x"], r"loop\.train\.model: (set by the recipe|model directory)"),
+    ("critique_demo_quick", ["greedy.temperature=0.5"], r"greedy\.temperature: expected 0"),
+    ("llm2_demo_quick", ["engine.kind=guided", "engine.verifier=/tmp"], r"engine\.kind: the run's plain engine"),
+    ("llm2_demo_quick", ["decode.beta=-1"], r"decode\.beta: expected a finite value >= 0"),
+    ("llm2_demo_quick", ["decode.maj_k=1"], r"decode\.maj_k: expected 0 \(off\) or >= 2"),
+    ("llm2_demo_quick", ["explore.mode=contrast"], r"explore\.mode: 'contrast' needs an expert model"),
+    ("llm2_demo_quick", ["tiny.pretrain_format=qa"], r"tiny\.pretrain_format: expected 'chat'"),
+    ("llm2_demo_quick", ["verifier_train.kind=sft"], r"verifier_train\.kind: set by the recipe"),
+])
+def test_bad_values_name_the_key(name: str, sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(CONFIGS / f"{name}.yaml", sets)
+
+
+def test_gold_gate_needs_the_synthetic_task(tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"test_time\.gates: 'gold' needs the synthetic"):
+        load_run_config(CONFIGS / "critique_gsm8k.yaml", [
+            f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
+            f"data.seed_file={SEED_FILE}", "test_time.gates=[gold]"])
