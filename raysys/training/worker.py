@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from raysys.training.config import TrainConfig
-from raysys.training.kinds import TrainingKind, get_kind, load_model, with_lora
+from raysys.training.kinds import TrainingKind, get_kind, load_model, register_kind, with_lora
 from raysys.training.schedule import lr_factor, micro_batches, total_steps
 
 DS_TAG = "ds"
@@ -97,6 +97,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if not config["cfg"].get("use_gpu"):
         ensure_compiler()
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["torch_extensions_dir"])
+    if config.get("kind") is not None:
+        register_kind(config["kind"])   # a kind registered outside raysys is known here too
     cfg = from_dict(TrainConfig, config["cfg"])
     torch.manual_seed(cfg.seed)
     ckpt = ray.train.get_checkpoint()
