@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from raysys.config import ModelSpec, to_dict
 from raysys.critique import assemble_sft
-from raysys.pipeline import RunDir, load_state, render_report, write_report
+from raysys.pipeline import RunDir
 from raysys.pipeline.stats import paired_bootstrap
 from raysys.recipes import critique_steps as cs
 from raysys.recipes import model_steps as models
@@ -91,15 +91,8 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
         tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",
                                round(last["last"] * last["n"]), int(last["n"])))
 
-    ctx.rd.finish()
-    rows = list(evals.values()) + tt_rows
-    result = RecipeResult(str(ctx.rd.path), "", rows, extra={"per_iteration": per_iter})
-    report = write_report(ctx.rd.path, render_report(f"Critique-in-the-loop: {ctx.rd.path.name}",
-                                                     result.eval_dicts(), load_state(ctx.rd.path),
-                                                     sections))
-    ctx.rd.log_metrics("evaluation", result.accuracy)
-    result.report = str(report)
-    return result
+    return steps.finish(ctx, "critique", f"Critique-in-the-loop: {ctx.rd.path.name}",
+                        list(evals.values()) + tt_rows, sections, extra={"per_iteration": per_iter})
 
 
 def _train_critic(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table, base: ModelSpec,

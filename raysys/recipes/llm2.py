@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from raysys.config import EngineConfig, ModelSpec, to_dict
-from raysys.pipeline import RunDir, load_state, render_report, write_report
+from raysys.pipeline import RunDir
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes.llm2_config import LLM2Config
@@ -63,13 +63,7 @@ def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:
         rows.append(_best_of_k(cfg, ctx, test, llm, str(verifier)))
     sections["Guided minus plain (paired bootstrap)"] = _differences(ctx, plain, guided, rows, d.maj_k)
 
-    ctx.rd.finish()
-    result = RecipeResult(str(ctx.rd.path), "", rows)
-    report = write_report(ctx.rd.path, render_report(f"LLM2: {ctx.rd.path.name}", result.eval_dicts(),
-                                                     load_state(ctx.rd.path), sections))
-    ctx.rd.log_metrics("evaluation", result.accuracy)
-    result.report = str(report)
-    return result
+    return steps.finish(ctx, "llm2", f"LLM2: {ctx.rd.path.name}", rows, sections)
 
 
 def _token_pairs(cfg: LLM2Config, ctx: StepContext, explore: pa.Table,

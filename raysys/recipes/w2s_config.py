@@ -9,7 +9,7 @@ one ``ConfigError`` naming the key before any work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
                            SamplingConfig, check_file, check_range)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from raysys.config import ModelSpec, to_dict
-from raysys.pipeline import RunDir, load_state, render_report, write_report
+from raysys.pipeline import RunDir
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes import w2s_data as w2s
@@ -102,14 +102,7 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     sections = {"Training data built from train_2": w2s.data_section(ctx.rd.path)}
     if cfg.stage2.enabled and stage2 is None:
         sections["Stage II"] = "No question met the stage-II criteria: no pairs, no stage-II model."
-    ctx.rd.finish()     # records this invocation's wall time so far, for the timings table
-    result = RecipeResult(str(ctx.rd.path), "", rows)
-    report = write_report(ctx.rd.path, render_report(f"Weak-to-strong: {ctx.rd.path.name}",
-                                                     result.eval_dicts(), load_state(ctx.rd.path),
-                                                     sections))
-    ctx.rd.log_metrics("evaluation", result.accuracy)
-    result.report = str(report)
-    return result
+    return steps.finish(ctx, "w2s", f"Weak-to-strong: {ctx.rd.path.name}", rows, sections)
 
 
 def _evaluate(cfg: W2SConfig, ctx: StepContext, name: str, test: pa.Table, model: ModelSpec,
