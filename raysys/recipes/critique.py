@@ -111,21 +111,11 @@ def _iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str, train
     """Sample -> grade -> critique the wrong ones -> refine -> select -> SFT (one iteration)."""
     lp = cfg.loop
     problems = {p["id"]: p for p in train.to_pylist()}
-    samples = steps.sample(ctx, f"{branch}_samples", train, actor, "zero_shot", iteration=t,
-                           sampling=replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
-                                            seed=cfg.seed + t))
-    refinements: list[dict] = []
-    if branch == "critique":
-        sols = samples.to_pylist()
-        todo = [s for s in sols if not s["correct"]] if lp.critique_gate == "gold" else sols
-        crits = cs.critique(cfg, ctx, "critiques", todo, {k: p["question"] for k, p in problems.items()},
-                            critic, iteration=t)
-        by_key = {(c["problem_id"], c["sample_idx"]): c for c in crits}
-        pairs = [{**s, **by_key[(s["problem_id"], s["sample_idx"])]} for s in todo]
-        if lp.critique_gate == "critic":
-            pairs = [p for p in pairs if p["verdict"] == "wrong"]
-        refinements = cs.refine(cfg, ctx, "refinements", pairs, problems, actor, n=lp.sample_num,
-                                temperature=lp.temperature, iteration=t)
+    if branch == "critique" and lp.stream:
+        samples, _, refinements = cs.streamed_iteration(cfg, ctx, t, train, actor, critic)
+    else:
+        samples, refinements = _sample_critique_refine(cfg, ctx, t, branch, train, problems,
+                                                       actor, critic)
     correct, refined, stats = cs.loop_data(cfg, samples, refinements, problems)
     rows = assemble_sft(t, use_original=lp.use_original, use_previous=False,
                         use_critic=branch == "critique", use_selfimprove_feedback=False,
@@ -135,6 +125,28 @@ def _iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str, train
     start = base if lp.from_base else actor
     new = models.train(ctx, f"{branch}_actor_iter{t}", "sft", start, data, lp.train)
     return new, {**stats, "sft_rows": len(rows), "diversity": round(cs.diversity(samples), 4)}
+
+
+def _sample_critique_refine(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str,
+                            train: pa.Table, problems: dict, actor: ModelSpec,
+                            critic: ModelSpec) -> tuple[pa.Table, list[dict]]:
+    """The iteration's three stages with barriers: all samples, then critiques, then refinements."""
+    lp = cfg.loop
+    samples = steps.sample(ctx, f"{branch}_samples", train, actor, "zero_shot", iteration=t,
+                           sampling=replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
+                                            seed=cfg.seed + t))
+    if branch != "critique":
+        return samples, []
+    sols = samples.to_pylist()
+    todo = [s for s in sols if not s["correct"]] if lp.critique_gate == "gold" else sols
+    crits = cs.critique(cfg, ctx, "critiques", todo, {k: p["question"] for k, p in problems.items()},
+                        critic, iteration=t)
+    by_key = {(c["problem_id"], c["sample_idx"]): c for c in crits}
+    pairs = [{**s, **by_key[(s["problem_id"], s["sample_idx"])]} for s in todo]
+    if lp.critique_gate == "critic":
+        pairs = [p for p in pairs if p["verdict"] == "wrong"]
+    return samples, cs.refine(cfg, ctx, "refinements", pairs, problems, actor, n=lp.sample_num,
+                              temperature=lp.temperature, iteration=t)
 
 
 def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor0: ModelSpec,

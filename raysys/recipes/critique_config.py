@@ -83,6 +83,11 @@ class LoopConfig:
     # sample is critiqued and the critic's verdict decides.
     critique_gate: Literal["gold", "critic"] = "gold"
     baseline: bool = True                # also run plain self-improvement (use_critic off)
+    # Stream the critique branch: each chunk of questions is critiqued as soon as its samples
+    # land and refined as soon as its critiques land, actor and critic groups working at once
+    # (needs cluster.placement split or colocate). Off: stage barriers.
+    stream: bool = False
+    stream_chunk: int = 64               # questions per streamed chunk
     from_base: bool = True               # each iteration fine-tunes the base (the authors')
     train: TrainConfig = field(default_factory=_tiny_stage)
 
@@ -148,6 +153,9 @@ class CritiqueConfig:
         if self.models.critic is None and not synthetic and self.data.seed_file is None:
             raise ConfigError("models.critic: required unless the critic can be trained here "
                               "(synthetic data, or data.seed_file with the authors' critiques)")
+        if self.loop.stream and self.cluster.placement == "alternate":
+            raise ConfigError("loop.stream: needs cluster.placement split or colocate (with "
+                              "alternate the actor and critic groups cannot be alive at once)")
         if "gold" in self.test_time.gates and not synthetic:
             raise ConfigError("test_time.gates: 'gold' needs the synthetic task's per-step truth")
         if not synthetic and self.data.seed_file is None:

@@ -218,3 +218,94 @@ def test_time_rounds(cfg: CritiqueConfig, ctx: StepContext, gate: str, test: pa.
 def _stage_seconds(ctx: StepContext, prefix: str) -> float:
     return float(sum(e.get("seconds") or 0.0 for k, e in ctx.rd.state["stages"].items()
                      if k.startswith(prefix)))
+
+
+def streamed_iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, train: pa.Table,
+                       actor: ModelSpec, critic: ModelSpec) -> tuple[pa.Table, list, list]:
+    """Samples -> critiques of the wrong ones -> refinements, streamed: each chunk of questions
+    is critiqued as soon as its samples land and refined as soon as its critiques land, so the
+    actor and critic groups work at the same time (``cluster.placement`` split or colocate).
+    Writes the same three stages as the barrier path; returns (samples, critiques, refinements)."""
+    from dataclasses import asdict
+
+    from raysys.distributed.actors import SamplerActor
+    from raysys.distributed.sampling import load_samples, samples_spec
+    from raysys.distributed.streaming import StageStream, run_streams
+
+    lp = cfg.loop
+    problems = {p["id"]: p for p in train.to_pylist()}
+    actor_group = lambda: ctx.groups.get("sampler", SamplerActor, actor, ctx.engine)  # noqa: E731
+    critic_group = lambda: ctx.groups.get("critic", SamplerActor, critic, ctx.engine)  # noqa: E731
+    s_params = replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
+                       seed=cfg.seed + t).params(default_stop("zero_shot"))
+    c_stop = "critique_short" if cfg.prompt_variant == "short" else "critique"
+    r_stop = "refine_short" if cfg.prompt_variant == "short" else "refine"
+    c_params = replace(cfg.greedy, max_new_tokens=cfg.critique_tokens).params(default_stop(c_stop))
+    r_params = replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
+                       seed=cfg.seed + t).params(default_stop(r_stop))
+    base = {"iteration": t, "actor": asdict(actor), "critic": asdict(critic), "streamed": True}
+    rd = ctx.rd
+    S = StageStream(rd.stage_dir("critique_samples", t), samples_spec(ctx.grade_style, "critique_samples", t),
+                    s_params, {**base, "stage": "samples"}, "samples")
+    C = StageStream(rd.stage_dir("critiques", t), critique_spec(None), c_params,
+                    {**base, "stage": "critiques"}, "critiques")
+    R = StageStream(rd.stage_dir("refinements", t), refine_spec(ctx.grade_style, None), r_params,
+                    {**base, "stage": "refinements"}, "refinements")
+
+    def critique_chunk(samples: list[dict]) -> list:
+        wrong = [s for s in samples if not s["correct"]]
+        keys = [solution_key(s["problem_id"], s["sample_idx"]) for s in wrong]
+        prompts = [critique_prompt(problems[s["problem_id"]]["question"], s["completion"],
+                                   cfg.prompt_variant) for s in wrong]
+        items = [{"problem_id": s["problem_id"], "sample_idx": s["sample_idx"]} for s in wrong]
+        chunk = C.submit(critic_group, items, keys, prompts, tag=wrong) if wrong else None
+        return [chunk] if chunk else refine_chunk(wrong, C.rows_of(keys))
+
+    def refine_chunk(solutions: list[dict], crits: list[dict]) -> list:
+        by_key = {solution_key(c["problem_id"], c["sample_idx"]): c for c in crits}
+        pairs = [{**s, **by_key[solution_key(s["problem_id"], s["sample_idx"])]} for s in solutions
+                 if solution_key(s["problem_id"], s["sample_idx"]) in by_key]
+        if not pairs:
+            return []
+        keys = [solution_key(p["problem_id"], p["sample_idx"]) for p in pairs]
+        prompts = [refine_prompt(problems[p["problem_id"]]["question"], p["completion"],
+                                 p["critique"], cfg.prompt_variant) for p in pairs]
+        items = [{"problem_id": p["problem_id"], "sample_idx": p["sample_idx"],
+                  "critique": p["critique"], "verdict": p.get("verdict"), "steps": p.get("steps"),
+                  "first_wrong_step": p.get("first_wrong_step"),
+                  "gold_answer": problems[p["problem_id"]]["gold_answer"]} for p in pairs]
+        return [R.submit(actor_group, items, keys, prompts)]
+
+    def on_landed(chunk: Any, rows: list[dict]) -> list:
+        before = chunk.stream.rows_of([w["key"] for w in chunk.work])   # a resumed chunk's old rows
+        if chunk.stream is S:
+            return critique_chunk(rows + before)
+        if chunk.stream is C:
+            return refine_chunk(chunk.tag, rows + before)
+        return []
+
+    first: list = []
+    ids = list(problems)
+    size = max(1, cfg.loop.stream_chunk)
+    for i in range(0, len(ids), size):
+        part = ids[i:i + size]
+        prompts = [build_prompt(problems[p]["question"], "zero_shot") for p in part]
+        items = [{"gold_answer": problems[p]["gold_answer"]} for p in part]
+        chunk = S.submit(actor_group, items, part, prompts)
+        first += [chunk] if chunk else critique_chunk(S.rows_of(part))
+    run_streams(first, on_landed)
+    from raysys.distributed.metrics import summarize_samples
+    S.close(lambda tb: summarize_samples(tb, []))
+    C.close()
+    R.close()
+    for name, kind in (("critique_samples", "samples"), ("critiques", "critiques"),
+                       ("refinements", "critiques")):
+        rd.stage(name, iteration=t, kind=kind, phase="sampling", fn=lambda out: None)
+    return (load_samples(rd.stage_dir("critique_samples", t)),
+            read_rows(rd.stage_dir("critiques", t), C.spec),
+            read_rows(rd.stage_dir("refinements", t), R.spec))
+
+
+def read_rows(stage_dir: Any, spec: Any) -> list[dict]:
+    from raysys.distributed.stage_writer import load_generated
+    return load_generated(stage_dir, spec).to_pylist()

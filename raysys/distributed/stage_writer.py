@@ -1,0 +1,195 @@
+"""Writing one stage's table as parts: the contract every generation and map stage keeps.
+
+A stage dir holds ``_REQUEST.json`` (the fingerprint of what was asked: a different request on
+the same dir is a ``StageError``), parquet parts named per invocation (a resumed run never
+overwrites an earlier part), and ``_MANIFEST.json`` written last. Output rows map back to their
+``(input key, index)`` through the :class:`GenerationSpec`, so resume generates only what is
+missing and finalising checks every expected row is there (duplicates compacted away).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raysys.data.io import atomic_write_json, read_stage, write_part
+from raysys.engines.base import Completion
+from raysys.errors import StageError
+
+log = logging.getLogger(__name__)
+
+REQUEST_FILE = "_REQUEST.json"
+RowBuilder = Callable[[list[dict[str, Any]], list[list[Completion]]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What a generation stage makes of its input rows.
+
+    ``rows(work, completions)`` turns work rows (``key``, ``prompt``, ``item`` = the input row,
+    ``idxs`` = the missing indices) and their completions (one list per work row, one completion
+    per index) into output rows of ``kind``; it runs inside the engine actors on the Ray Data
+    path and on the driver with an actor group, so it must be picklable (a module-level
+    function or a ``functools.partial`` of one). Each output row must map back to its
+    ``(input key, index)``: through ``key_columns`` (two output columns holding them), or through
+    ``key`` (a function of the output row) when the input key is not a column.
+    """
+
+    kind: str
+    rows: RowBuilder
+    key_columns: tuple[str, str] = ("problem_id", "sample_idx")
+    key: Callable[[dict[str, Any]], tuple[str, int]] | None = None
+
+
+def row_keys(table: pa.Table, spec: GenerationSpec) -> list[tuple[str, int]]:
+    """The ``(input key, index)`` of every output row, in table order."""
+    if spec.key is not None:
+        return [spec.key(r) for r in table.to_pylist()]
+    k, i = spec.key_columns
+    return list(zip(table.column(k).to_pylist(), table.column(i).to_pylist()))
+
+
+def done_keys(table: pa.Table, spec: GenerationSpec) -> set[tuple[str, int]]:
+    """The ``(key, index)`` pairs present in ``table``."""
+    return set(row_keys(table, spec))
+
+
+def dedupe_rows(table: pa.Table, spec: GenerationSpec) -> pa.Table:
+    """Keep the first row of each ``(key, index)``; order is otherwise kept."""
+    seen: set[tuple[str, int]] = set()
+    keep = []
+    for n, key in enumerate(row_keys(table, spec)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(n)
+    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
+
+
+def sort_rows(table: pa.Table, spec: GenerationSpec, order: list[str] | None = None) -> pa.Table:
+    """Rows in key order (``order``, else by key), then by index."""
+    keys = row_keys(table, spec)
+    if order is None:
+        ranked = keys
+    else:
+        rank = {key: n for n, key in enumerate(order)}
+        ranked = [(rank.get(a, len(rank)), b) for a, b in keys]
+    return table.take(pa.array(sorted(range(len(keys)), key=ranked.__getitem__), pa.int64()))
+
+
+def request_fingerprint(request: dict[str, Any]) -> str:
+    """Stable hash of what a stage was asked to produce (to refuse mixing two requests)."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Progress:
+    """Running totals the driver logs as parts land (accuracy where rows are graded)."""
+
+    def __init__(self, spec: GenerationSpec, n: int, total: int, existing: pa.Table,
+                 label: str = "generation") -> None:
+        self.spec, self.n, self.total, self.label = spec, n, total, label
+        self.counts: dict[str, int] = {}
+        self.correct = self.graded = self.new_rows = self.new_tokens = 0
+        self.engine_s = 0.0
+        self.nodes: set[str] = set()
+        self._add(existing)
+
+    def _add(self, t: pa.Table) -> None:
+        for key, _ in row_keys(t, self.spec):
+            self.counts[key] = self.counts.get(key, 0) + 1
+        if "correct" in t.column_names:
+            correct = t.column("correct")
+            self.graded += len(correct) - correct.null_count
+            self.correct += int(pc.sum(correct.cast(pa.int64())).as_py() or 0)
+
+    def add(self, t: pa.Table) -> None:
+        self._add(t)
+        self.new_rows += t.num_rows
+        if "num_tokens" in t.column_names:
+            self.new_tokens += int(pc.sum(t.column("num_tokens")).as_py() or 0)
+
+    def line(self) -> str:
+        done = sum(1 for c in self.counts.values() if c >= self.n)
+        acc = f", accuracy so far {100 * self.correct / self.graded:.1f}%" if self.graded else ""
+        return f"{self.label}: {done}/{self.total} rows done{acc}"
+
+
+def stage_metrics(table: pa.Table, progress: Progress, t_generate: float, replicas: int) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"rows": table.num_rows}
+    metrics.update({
+        "tokens_generated": progress.new_tokens,
+        "rows_generated": progress.new_rows,
+        "tokens_per_s": round(progress.new_tokens / t_generate, 2) if t_generate > 0 else 0.0,
+        # Engine time summed over replicas: throughput without actor start-up and scheduling.
+        "engine_s": round(progress.engine_s, 3),
+        "tokens_per_engine_s": (round(progress.new_tokens / progress.engine_s, 2)
+                                if progress.engine_s > 0 else 0.0),
+        "replicas": replicas,
+        "nodes": sorted(progress.nodes),
+    })
+    return metrics
+
+
+def claim(out: Path, request: dict[str, Any]) -> None:
+    """Record the request on first use of ``out``; refuse a different request on resume."""
+    fp = request_fingerprint(request)
+    path = out / REQUEST_FILE
+    if path.is_file():
+        old = json.loads(path.read_text()).get("fingerprint")
+        if old != fp:
+            raise StageError(f"{out}: holds outputs of a different request (model, sampling, prompts or "
+                             "inputs changed); use a new output directory or delete this one")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"fingerprint": fp, "request": request})
+
+
+def run_id() -> str:
+    """Names this invocation's parts, so a resumed run never overwrites an earlier part."""
+    return f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def land_part(out: Path, name: str, table: pa.Table, progress: Progress, kind: str,
+               on_part: Callable[[Path], None] | None) -> None:
+    """Write one result batch as a part, count it, log progress, call the hook."""
+    part = write_part(out, name, table, kind)
+    progress.add(table)
+    log.info(progress.line())
+    if on_part is not None:
+        on_part(part)
+
+
+def finalize_parts(out: Path, spec: GenerationSpec, keys: list[str], n: int) -> pa.Table:
+    """Check every expected row is present; compact the parts if a row was written twice."""
+    raw = read_stage(out, spec.kind)
+    table = dedupe_rows(raw, spec)
+    expected = {(k, i) for k in keys for i in range(n)}
+    have = done_keys(table, spec)
+    if have != expected:
+        missing = sorted(expected - have)[:5]
+        raise StageError(f"{out}: {len(expected - have)} outputs missing after generation "
+                         f"(e.g. {missing}); re-run to finish the stage")
+    table = sort_rows(table, spec, keys)
+    if table.num_rows != raw.num_rows:
+        # Duplicates (e.g. two drivers on one dir): one compact part, written before the old
+        # ones go, so a crash in between leaves duplicates that reading dedupes, never a gap.
+        old = sorted(out.glob("part-*.parquet"))
+        new = write_part(out, f"compact-{uuid.uuid4().hex[:6]}", table, spec.kind)
+        for p in old:
+            if p != new:
+                p.unlink()
+    return table
+
+
+def load_generated(out_dir: str | Path, spec: GenerationSpec) -> pa.Table:
+    """Read a generation stage: deduplicated on its key columns, sorted."""
+    return sort_rows(dedupe_rows(read_stage(out_dir, spec.kind), spec), spec)

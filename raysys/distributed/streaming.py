@@ -1,0 +1,134 @@
+"""Streaming between roles: a generation stage fed in chunks as its upstream rows land.
+
+:class:`StageStream` keeps the stage contract of :func:`raysys.distributed.generation.run_generation`
+(request fingerprint, parts per invocation, only missing ``(key, index)`` pairs generated on
+resume, manifest written last by :meth:`StageStream.close`) but takes its input a chunk at a time
+and generates asynchronously on an actor group, so several stages on different role groups
+(an actor's samples, a critic's critiques, the actor's refinements) run at the same time on
+different questions. :func:`run_streams` drives the chunks: whenever a chunk lands, a callback
+may submit its downstream chunk to the next stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from raysys.data.io import is_complete, read_manifest, read_stage, write_manifest
+from raysys.distributed.generation import build_output, missing_items
+from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
+                                             finalize_parts, land_part, request_fingerprint,
+                                             row_keys, run_id, stage_metrics)
+from raysys.engines.base import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Chunk:
+    """Work submitted to a group: the work rows and, per distinct missing count, the refs."""
+
+    stream: StageStream
+    work: list[dict[str, Any]]
+    calls: list[tuple[list[int], list[Any]]] = field(default_factory=list)
+    tag: Any = None
+
+    @property
+    def refs(self) -> list[Any]:
+        return [r for _, refs in self.calls for r in refs]
+
+
+class StageStream:
+    """One stage fed in chunks; see the module docstring. ``close`` seals it."""
+
+    def __init__(self, out_dir: str | Path, spec: GenerationSpec, params: SamplingParams,
+                 request: dict[str, Any], label: str) -> None:
+        self.out, self.spec, self.params, self.label = Path(out_dir), spec, params, label
+        self.request = request
+        claim(self.out, request)
+        self.sealed = is_complete(self.out)
+        self.existing = dedupe_rows(read_stage(self.out, spec.kind), spec)
+        self.done = done_keys(self.existing, spec)
+        self.keys: list[str] = []
+        self.progress = Progress(spec, params.n, 0, self.existing, label)
+        self._run_id, self._parts, self._t0 = run_id(), 0, time.perf_counter()
+        self.replicas = 0
+
+    def rows_of(self, keys: list[str]) -> list[dict[str, Any]]:
+        """Rows already on disk for input ``keys`` (a resumed or sealed stage)."""
+        wanted = set(keys)
+        return [r for r, (k, _) in zip(self.existing.to_pylist(), row_keys(self.existing, self.spec))
+                if k in wanted]
+
+    def submit(self, group: Any, items: list[dict[str, Any]], keys: list[str],
+               prompts: list[str], tag: Any = None) -> Chunk | None:
+        """Start generating the missing outputs of these input rows on ``group`` (without
+        waiting); None when nothing is missing (their rows: :meth:`rows_of`)."""
+        self.keys += keys
+        self.progress.total = len(self.keys)
+        if self.sealed:
+            return None
+        work = missing_items(keys, prompts, items, self.params.n, self.done)
+        if not work:
+            return None
+        live = group() if callable(group) and not hasattr(group, "generate") else group
+        self.replicas = max(self.replicas, len(live))
+        chunk = Chunk(self, work, tag=tag)
+        by_count: dict[int, list[int]] = {}
+        for i, w in enumerate(work):
+            by_count.setdefault(len(w["idxs"]), []).append(i)
+        for count, members in sorted(by_count.items()):
+            refs = live.submit_generate([work[i]["prompt"] for i in members],
+                                        replace(self.params, n=count))
+            chunk.calls.append((members, refs))
+        return chunk
+
+    def land(self, chunk: Chunk) -> list[dict[str, Any]]:
+        """Collect a finished chunk, write it as one part; returns its output rows."""
+        import ray
+
+        completions: list[Any] = [[] for _ in chunk.work]
+        for members, refs in chunk.calls:
+            out = [c for part in ray.get(refs) for c in part]
+            for i, comps in zip(members, out, strict=True):
+                completions[i] = comps
+        table = build_output(self.spec, chunk.work, completions)
+        land_part(self.out, f"{self._run_id}-{self._parts:05d}", table, self.progress,
+                  self.spec.kind, None)
+        self._parts += 1
+        return table.to_pylist()
+
+    def close(self, summarize: Callable[[pa.Table], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Check every row of every key submitted is there; write the manifest (once)."""
+        if self.sealed:
+            return read_manifest(self.out) or {}
+        t = time.perf_counter() - self._t0
+        table = finalize_parts(self.out, self.spec, self.keys, self.params.n)
+        metrics = {**(summarize(table) if summarize else {}),
+                   **stage_metrics(table, self.progress, t, self.replicas), "streamed": True}
+        return write_manifest(self.out, self.spec.kind,
+                              extra={"metrics": metrics, "request": request_fingerprint(self.request)})
+
+
+def run_streams(first: list[Chunk | None], on_landed: Callable[[Chunk, list[dict]], list[Chunk | None]]
+                ) -> None:
+    """Wait on every chunk in flight; as each lands, ``on_landed(chunk, rows)`` may return the
+    downstream chunks it submitted (None entries are chunks with nothing to generate, already
+    handled by the callback). Returns when nothing is in flight."""
+    import ray
+
+    inflight = [c for c in first if c is not None]
+    while inflight:
+        owner = {r.binary(): c for c in inflight for r in c.refs}
+        ready, _ = ray.wait([r for c in inflight for r in c.refs], num_returns=1)
+        chunk = owner[ready[0].binary()]
+        ray.wait(chunk.refs, num_returns=len(chunk.refs))   # the rest of this chunk, if any
+        inflight = [c for c in inflight if c is not chunk]
+        rows = chunk.stream.land(chunk)
+        inflight += [c for c in on_landed(chunk, rows) if c is not None]
