@@ -8,7 +8,8 @@ from typing import Literal
 import pytest
 
 from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, ModelSpec, SamplingConfig,
-                           dump_yaml, from_dict, load_config, parse_overrides)
+                           dump_yaml, from_dict)
+from raysys.config_yaml import load_config, parse_overrides
 
 
 @dataclass

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("raysys.cli.train:train", "Fine-tune on Ray Train (DeepSpeed + PEFT)."),
     "run": ("raysys.cli.run:run", "Run a recipe config end to end (resumable)."),
     "status": ("raysys.cli.run:status", "Show the stages of a run directory."),
+    "report": ("raysys.cli.report:report", "Regenerate a run's report.md and figures."),
     "demo": ("raysys.cli.run:demo", "Run the weak-to-strong demo on a tiny model."),
 }
 

@@ -62,7 +62,8 @@ def flags_to_dict(opts: dict[str, Any]) -> dict[str, Any]:
 
 def build_config(config_path: str | None, opts: dict[str, Any], overrides: tuple[str, ...]) -> Any:
     """YAML (if any) <- flags <- ``--set`` overrides, validated as an ``EvalConfig``."""
-    from raysys.config import deep_merge, from_dict, load_yaml, parse_overrides
+    from raysys.config import from_dict
+    from raysys.config_yaml import deep_merge, load_yaml, parse_overrides
     from raysys.distributed.evaluate import EvalConfig
 
     raw = load_yaml(config_path) if config_path else {}

@@ -29,7 +29,8 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
           max_steps: int | None, run_dir: str | None, config_path: str | None,
           overrides: tuple[str, ...]) -> None:
     """Fine-tune MODEL on DATA with one of the sft/dpo/orpo/verifier losses; write OUT."""
-    from raysys.config import deep_merge, load_yaml, parse_overrides, from_dict
+    from raysys.config import from_dict
+    from raysys.config_yaml import deep_merge, load_yaml, parse_overrides
     from raysys.training.config import TrainConfig, require_run_fields
 
     raw = load_yaml(config_path) if config_path else {}

@@ -88,18 +88,75 @@ def accuracy_table(evals: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def phase_throughput(state: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per phase: seconds, share of the run's time (percent; shares sum to 100), and tokens/s
+    and samples/s per wall second of that phase (startup included, so below engine speed).
+
+    Sampling counts ``tokens_generated`` and ``samples`` (or ``rows_generated``) of its stages;
+    training counts ``tokens_per_s * elapsed_s`` and ``samples_per_s * elapsed_s`` of each fit;
+    grading (when split out) counts the graded samples. Other phases have no throughput.
+    """
+    times = phase_timings(state)
+    tokens = {"sampling": 0.0, "training": 0.0}
+    samples = {"sampling": 0.0, "training": 0.0, "grading": 0.0}
+    for e in state.get("stages", {}).values():
+        m, phase = e.get("metrics") or {}, e.get("phase") or "data"
+        if e.get("seconds") is None:
+            continue
+        if phase == "sampling":
+            tokens["sampling"] += float(m.get("tokens_generated") or 0)
+            n = float(m.get("samples") or m.get("rows_generated") or 0)
+            samples["sampling"] += n
+            if m.get("grading_s"):
+                samples["grading"] += n
+        elif phase == "training":
+            elapsed = float(m.get("elapsed_s") or 0)
+            tokens["training"] += float(m.get("tokens_per_s") or 0) * elapsed
+            samples["training"] += float(m.get("samples_per_s") or 0) * elapsed
+    spent = sum(v for k, v in times.items() if k != "total")
+    out: dict[str, dict[str, float | None]] = {}
+    for phase, secs in times.items():
+        if phase == "total":
+            continue
+        tok, smp = tokens.get(phase), samples.get(phase)
+        out[phase] = {"seconds": secs, "share": 100 * secs / spent if spent else 0.0,
+                      "tokens_per_s": tok / secs if tok and secs else None,
+                      "samples_per_s": smp / secs if smp and secs else None}
+    return out
+
+
+def phase_table(state: dict[str, Any]) -> str:
+    """Markdown table: seconds, share and throughput per phase, then the total."""
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    lines = ["| phase | seconds | share | tokens/s | samples/s |", "|---|---|---|---|---|"]
+    for phase, r in phase_throughput(state).items():
+        if phase == "grading" and not r["seconds"]:
+            continue
+        lines.append(f"| {phase} | {r['seconds']:.1f} | {r['share']:.1f}% | "
+                     f"{rate(r['tokens_per_s'])} | {rate(r['samples_per_s'])} |")
+    lines.append(f"| total | {phase_timings(state).get('total', 0.0):.1f} | 100% | | |")
+    return "\n".join(lines)
+
+
 def render_report(title: str, evals: list[dict[str, Any]], state: dict[str, Any],
-                  sections: dict[str, str] | None = None) -> str:
-    """The ``report.md`` text: accuracy table, extra sections, timings per phase."""
+                  sections: dict[str, str] | None = None, *, figures: list[str] | None = None,
+                  differences: str | None = None) -> str:
+    """The ``report.md`` text: accuracy table, paired differences (when given), figures (paths
+    relative to the run dir), extra sections, timings and throughput per phase."""
     parts = [f"# {title}", "", "## Test accuracy", "", accuracy_table(evals), ""]
+    if differences:
+        parts += [differences, ""]
+    for fig in figures or []:
+        parts += [f"![{Path(fig).stem}]({fig})", ""]
     for head, body in (sections or {}).items():
         parts += [f"## {head}", "", body, ""]
-    t = phase_timings(state)
-    parts += ["## Timings", "", "| phase | seconds |", "|---|---|"]
-    parts += [f"| {k} | {v:.1f} |" for k, v in t.items() if v or k != "grading"]
-    if not t.get("grading"):
-        parts.append("\nGrading runs inside the sampler actors; its time is part of sampling.")
-    parts += ["", "Per-stage details: `state.json`; one line per stage: `metrics.jsonl`.", ""]
+    parts += ["## Timings", "", phase_table(state), ""]
+    if not phase_timings(state).get("grading"):
+        parts.append("Grading runs inside the sampler actors; its time is part of sampling.")
+    parts += ["Throughput is per wall second of the phase (actor and trainer start-up included).",
+              "", "Per-stage details: `state.json`; one line per stage: `metrics.jsonl`.", ""]
     return "\n".join(parts)
 
 

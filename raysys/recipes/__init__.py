@@ -7,7 +7,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from raysys.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from raysys.config import ConfigError, from_dict
+from raysys.config_yaml import deep_merge, load_yaml, parse_overrides
 
 RECIPES: dict[str, str] = {
     "weak_to_strong": "raysys.recipes.weak_to_strong",

@@ -81,18 +81,20 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
     final = actors["critique"]
     final_name = f"critique_iter{cfg.loop.iterations}"
     greedy = steps.sample(ctx, f"eval_{final_name}", test, final, "zero_shot")
-    tt_rows = []
+    tt_rows, tt_tables = [], {}
     for gate in cfg.test_time.gates:
         table, answers = cs.test_time_rounds(cfg, ctx, gate, test, greedy, final, critic,
                                              ctx.rd.state["stages"].get(f"iter_0/eval_{final_name}",
                                                                         {}).get("seconds") or 0.0)
         sections[f"Test time, {gate}-gated critique -> refine"] = _rounds_section(table, answers, test)
+        tt_tables[gate] = table
         last = table[-1]
         tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",
                                round(last["last"] * last["n"]), int(last["n"])))
 
     return steps.finish(ctx, "critique", f"Critique-in-the-loop: {ctx.rd.path.name}",
-                        list(evals.values()) + tt_rows, sections, extra={"per_iteration": per_iter})
+                        list(evals.values()) + tt_rows, sections,
+                        extra={"per_iteration": per_iter, "test_time": tt_tables})
 
 
 def _train_critic(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table, base: ModelSpec,

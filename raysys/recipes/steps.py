@@ -231,25 +231,22 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
 # Report
 # ------------------------------------------------------------------------------------------
 
-RESULT_FILE = "result.json"
-
-
 def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
            sections: dict[str, str], extra: dict[str, Any] | None = None) -> RecipeResult:
     """Close the run: ``result.json`` (the rows with per-problem outcomes, the report sections;
-    what ``raysys report`` re-renders from), then ``report.md`` with timings."""
+    what ``raysys report`` re-renders from), then ``report.md`` with timings, paired
+    differences and ``figures/<method>.png``."""
     import json
 
     from raysys.data.io import atomic_write_text
-    from raysys.pipeline import load_state, render_report, write_report
+    from raysys.pipeline.report_cmd import RESULT_FILE, regenerate
 
     ctx.rd.finish()     # records this invocation's wall time so far, for the timings table
     result = RecipeResult(str(ctx.rd.path), "", evals, extra=dict(extra or {}))
     payload = {"method": method, "title": title, "evals": [asdict(r) for r in evals],
                "sections": sections, "extra": result.extra}
     atomic_write_text(ctx.rd.path / RESULT_FILE, json.dumps(payload, indent=1, default=str))
-    report = write_report(ctx.rd.path, render_report(title, result.eval_dicts(),
-                                                     load_state(ctx.rd.path), sections))
+    report = regenerate(ctx.rd.path).report     # report.md and figures/, as `raysys report` does
     ctx.rd.log_metrics("evaluation", result.accuracy)
     result.report = str(report)
     return result

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from raysys.config import ConfigError, NonFiniteFloat, _coerce, from_dict, load_yaml
+from raysys.config import ConfigError, NonFiniteFloat, _coerce, from_dict
+from raysys.config_yaml import load_yaml
 from raysys.data.io import DataError, check_output_dir, check_output_file
 from raysys.distributed.ray_init import address_endpoint
 from raysys.errors import ClusterError, ModelError
