@@ -99,12 +99,6 @@ def _judge(parsed: tuple[int, str, int, int] | None, start: int, gold: tuple[int
     return True, f"{a2}{op2}{b2} is {c2}."
 
 
-def claimed_result(line: str) -> str:
-    """The result a solution line claims (``c`` of ``a op b = c``), or ``?`` when unreadable."""
-    parsed = parse_step(line)
-    return str(parsed[3]) if parsed is not None else "?"
-
-
 def check_solution(gold_solution: str, candidate: str) -> StepCheck:
     """Judge each step of ``candidate`` against the gold steps (rules: module docstring)."""
     truth = gold_steps(gold_solution)
@@ -157,10 +151,12 @@ def gold_critique(question: str, gold_solution: str, candidate_solution: str,
         pred = extract_answer(candidate_solution, "w2s") or "missing"
         final_why = f"The final answer should be {answer}, not {pred}."
     if style == "compact":
-        # "9-2=7 vs 8 wrong": the recomputed result beside the solution's own, so judging is a
-        # comparison of two adjacent numbers (a tiny critic that must compare its recomputation
-        # with a number further back calls nearly everything correct).
-        steps = [(f"{rec} vs {claimed_result(line)}" if rec else "", ok)
+        # "9-2=8 -> 9-2=7 wrong": the solution's own line copied first (copying a line in order
+        # is easy for a tiny model), then the step recomputed from its operands, so judging is a
+        # comparison of two adjacent results. A tiny critic asked only to recompute, then judge,
+        # calls nearly everything correct (LEARNING_SIGNAL.md); one asked to write the claimed
+        # result after its own copies its own result instead.
+        steps = [(f"{line.strip() or '?'} -> {rec}" if rec else "", ok)
                  for rec, line, ok in zip(check.recomputed, check.lines, check.verdicts)]
         return render_critique(steps, check.final_correct, style="compact")
     steps = [(line or "(missing step)", ok) for line, ok in zip(check.lines, check.verdicts)]

@@ -58,13 +58,14 @@ def test_check_solution_recomputes_the_right_line() -> None:
 
 def test_gold_critique_compact_exact() -> None:
     cand = "23+15=38\n38-9=28\n28+4=32\n#### 32"
-    # the recomputed result, then the solution's own ("vs"), then the judgement
+    # the solution's line, then the step recomputed ("->"), then the judgement
     assert gold_critique(Q, GOLD, cand, "compact") == \
-        "1: 23+15=38 vs 38 correct\n2: 38-9=29 vs 28 wrong\nFinal: wrong"
+        "1: 23+15=38 -> 23+15=38 correct\n2: 38-9=28 -> 38-9=29 wrong\nFinal: wrong"
     assert gold_critique(Q, GOLD, GOLD, "compact") == (
-        "1: 23+15=38 vs 38 correct\n2: 38-9=29 vs 29 correct\n3: 29+4=33 vs 33 correct\nFinal: correct")
+        "1: 23+15=38 -> 23+15=38 correct\n2: 38-9=29 -> 38-9=29 correct\n"
+        "3: 29+4=33 -> 29+4=33 correct\nFinal: correct")
     assert gold_critique(Q, GOLD, "23+15=38\n#### 38", "compact") == (   # a missing step: "?"
-        "1: 23+15=38 vs 38 correct\n2: 38-9=29 vs ? wrong\nFinal: wrong")
+        "1: 23+15=38 -> 23+15=38 correct\n2: ? -> 38-9=29 wrong\nFinal: wrong")
 
 
 def test_gold_critique_authors_exact() -> None:
