@@ -30,17 +30,49 @@ def _fmt_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     return " ".join(items[:limit]) + (" …" if len(items) > limit else "")
 
 
+def driver_alive(run: dict[str, Any]) -> bool | None:
+    """Whether the driver of a run entry is still running: None when unknown (another host, an
+    older state file without a pid)."""
+    import os
+    import socket
+
+    if run.get("end") is not None:
+        return False
+    if not run.get("pid") or run.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(run["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stage_status(entry: dict[str, Any], live: bool | None) -> str:
+    """A stage's status for people: ``running`` only while its driver lives (a killed run's
+    stage is ``interrupted``: re-running resumes it)."""
+    status = str(entry.get("status", "?"))
+    return "interrupted" if status == "running" and live is False else status
+
+
 def format_status(state: dict[str, Any]) -> str:
-    """One line per stage: key, status, rows, seconds, a few scalar metrics."""
+    """One line per stage, in run order: key, status (running / complete / failed /
+    interrupted), rows, seconds, a few scalar metrics; then whether the run is live."""
+    runs = state.get("runs", [])
+    live = driver_alive(runs[-1]) if runs else False
     rows = [("stage", "status", "rows", "time", "metrics")]
     for key, e in state.get("stages", {}).items():
-        rows.append((key, str(e.get("status", "?")),
+        rows.append((key, stage_status(e, live),
                      "-" if e.get("rows") is None else str(e["rows"]),
                      _fmt_seconds(e.get("seconds")), _fmt_metrics(e.get("metrics") or {})))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
-    runs = state.get("runs", [])
-    lines.append(f"{len(runs)} invocation(s); last started {runs[-1]['start'] if runs else '-'}")
+    where = {True: "running now", False: "not running", None: "state unknown (another host?)"}[live]
+    if runs and runs[-1].get("end") is None and live is False:
+        where = "interrupted (its driver is gone; re-running resumes)"
+    lines.append(f"{len(runs)} invocation(s); last started {runs[-1]['start'] if runs else '-'}; "
+                 f"{where}")
     return "\n".join(line.rstrip() for line in lines)
 
 

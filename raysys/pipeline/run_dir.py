@@ -18,6 +18,8 @@ work (sampling resumes by ``(problem_id, sample_idx)``).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -97,7 +99,9 @@ class RunDir:
         self._check_config(force, ignore_keys)
         self.state.setdefault("stages", {})
         self.state.setdefault("runs", [])
-        self.state["runs"].append({"start": _now(), "end": None, "seconds": None})
+        # pid + host: `raysys status` tells a live run from one whose driver was killed
+        self.state["runs"].append({"start": _now(), "end": None, "seconds": None,
+                                   "pid": os.getpid(), "host": socket.gethostname()})
         self._t0 = time.perf_counter()
         self._save_state()
 
