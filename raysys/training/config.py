@@ -53,6 +53,7 @@ class TrainConfig:
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     zero_stage: int = 2                     # DeepSpeed ZeRO stage 0-3
     lr: float = 1e-4                        # peak learning rate
+    head_lr: float | None = None            # verifier: the scalar head's peak lr (None: lr)
     weight_decay: float = 0.0
     epochs: int = 1
     max_steps: int | None = None            # optimizer steps; overrides epochs when set
@@ -99,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"{key('checkpoint_every')}: expected >= 0, got {self.checkpoint_every}")
         if not self.lr > 0 or self.lr == float("inf"):
             raise ConfigError(f"{key('lr')}: expected a finite value > 0, got {self.lr}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ConfigError(f"{key('head_lr')}: expected > 0, got {self.head_lr}")
         check_range(self.warmup_ratio, key("warmup_ratio"), 0.0, 1.0)
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
         if self.model is not None:

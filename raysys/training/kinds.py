@@ -48,6 +48,8 @@ class TrainingKind:
     apply_lora: Callable[[TrainConfig, Any], Any] | None = None  # default: wrap the whole model
     prepare: Prepare | None = None          # before LoRA: (cfg, model, examples, pad, rank, world, dir)
     metrics: tuple[str, ...] = field(default=())   # the stats ``loss`` reports
+    # optimizer parameter groups (e.g. a head with its own lr); default: every trainable param
+    param_groups: Callable[[TrainConfig, Any], list[dict[str, Any]]] | None = None
 
 
 KINDS: dict[str, TrainingKind] = {}
@@ -272,10 +274,19 @@ def _verifier_lora(cfg: TrainConfig, model: Any) -> Any:
     return model
 
 
+def _verifier_groups(cfg: TrainConfig, model: Any) -> list[dict[str, Any]]:
+    """The scalar head starts from (near) zero and learns faster than the body it reads:
+    ``head_lr`` (default ``lr``) for the head, ``lr`` for the body."""
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
+
+
 VERIFIER = register_kind(TrainingKind("verifier", "token_pairs", _verifier_tokenize,
                                       _verifier_collate, _verifier_count, _verifier_loss,
                                       load_model=_verifier_model, apply_lora=_verifier_lora,
-                                      metrics=("pair_accuracy",)))
+                                      metrics=("pair_accuracy",), param_groups=_verifier_groups))
 
 
 # ------------------------------------------------------------------------------------------

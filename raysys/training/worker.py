@@ -56,11 +56,13 @@ def ensure_compiler() -> None:
 
 
 def _all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sums of ``values`` over all workers (float64, in order)."""
     import torch.distributed as dist
 
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [float(v) for v in values]      # a world of 1: no tensor, no collective
     t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
+    dist.all_reduce(t)
     return t.tolist()
 
 
@@ -164,7 +166,8 @@ def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: A
     if n_steps < 1 or len(examples) < global_batch:
         raise ValueError(f"{len(examples)} examples after tokenization: fewer than one global "
                          f"batch of {global_batch}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = (kind.param_groups(cfg, model) if kind.param_groups is not None
+              else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, n_steps, cfg.warmup_ratio))
@@ -188,16 +191,19 @@ def _train_step(run: _Run, step: int) -> dict[str, Any]:
     batches = [_to_device(kind.collate([run.examples[i] for i in idx], run.pad_id), engine.device)
                for idx in plan]
     (global_units,) = _all_reduce_sum([sum(kind.count(b) for b in batches)])
-    loss_sum, stat_sums = 0.0, {}
+    # Micro losses are summed as a detached tensor and read once per step: a float() per
+    # micro-batch would wait for the accelerator grad_accum times.
+    loss_sum: Any = 0.0
+    stat_sums: dict[str, float] = {}
     for batch in batches:
         loss, stats = kind.loss(engine, batch, cfg, global_units)
         engine.backward(loss * (run.world * cfg.grad_accum))
         engine.step()
-        loss_sum += float(loss.detach())
+        loss_sum = loss_sum + loss.detach().double()   # float64, as float() summed before
         for k, v in stats.items():
             stat_sums[k] = stat_sums.get(k, 0.0) + v
     keys = sorted(stat_sums)
-    reduced = _all_reduce_sum([loss_sum] + [stat_sums[k] for k in keys])
+    reduced = _all_reduce_sum([float(loss_sum)] + [stat_sums[k] for k in keys])
     dt = time.perf_counter() - t0
     parts = run.world * cfg.grad_accum
     # Token-normalised micro losses are already shares of the global mean; others are means.

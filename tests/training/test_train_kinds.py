@@ -99,3 +99,18 @@ def test_registered_kind_trains_on_ray_train(registered: TrainingKind, tmp_path:
     assert [m["step"] for m in lines] == [1, 2, 3, 4]
     # the kind's own stat is averaged per step; not token-normalised: no tokens/s column
     assert all(m["tokens"] > 0 and m["tokens_per_s"] is None for m in lines)
+
+
+def test_verifier_head_gets_its_own_lr(tiny_model_dir: Path) -> None:
+    from raysys.models.verifier import TokenVerifier
+
+    model = TokenVerifier.from_pretrained(str(tiny_model_dir))
+    cfg = from_dict(TrainConfig, {"kind": "verifier", "lr": 3e-4, "head_lr": 3e-3})
+    body, head = KINDS["verifier"].param_groups(cfg, model)
+    assert (body["lr"], head["lr"]) == (3e-4, 3e-3)
+    assert [id(p) for p in head["params"]] == [id(model.head.weight)]
+    assert len(body["params"]) + 1 == len([p for p in model.parameters() if p.requires_grad])
+    same = from_dict(TrainConfig, {"kind": "verifier", "lr": 1e-4})
+    assert [g["lr"] for g in KINDS["verifier"].param_groups(same, model)] == [1e-4, 1e-4]
+    with pytest.raises(ConfigError, match=r"head_lr: expected > 0"):
+        from_dict(TrainConfig, {"head_lr": 0})
