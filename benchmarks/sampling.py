@@ -47,6 +47,21 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     return out, time.perf_counter() - t
 
 
+def cpu_times() -> tuple[float, float]:
+    """(idle, total) jiffies of all cores from /proc/stat ((0, 0) where there is none)."""
+    try:
+        vals = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    return vals[3] + vals[4], sum(vals)      # idle + iowait
+
+
+def idle_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of all cores' time left idle between two :func:`cpu_times` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else float("nan")
+
+
 def make_prompts(n: int) -> tuple[list[str], list[dict]]:
     from raysys.data.synthetic import make_problems
     from raysys.prompts import build_prompt
@@ -201,6 +216,50 @@ def ray_rows(model_dir: str, problems: list[dict], max_new: int, batch_size: int
     return rows
 
 
+def pool_rows(model_dir: str, prompts: list[str], params, batch_size: int,
+              replicas: tuple[int, ...], rounds: int) -> list[Row]:
+    """(6) ``SamplerPool`` (long-lived actors, what a recipe keeps between stages) with 1 and 2
+    replicas of 1 CPU each (Ray gives a 1-CPU actor one OpenMP / torch thread). Start-up (actor
+    start, imports, model load, one warm call) is its own column; both pools stay alive and are
+    timed in alternating rounds (best round each), so load drift hits both alike."""
+    from raysys.config import ClusterConfig, EngineConfig, ModelSpec
+    from raysys.distributed.actors import SamplerPool
+    from raysys.distributed.ray_init import init_ray, shutdown_ray
+
+    # Logical CPUs for both pools at once (only one generates at a time; idle actors sleep).
+    init_ray(ClusterConfig(num_cpus=sum(replicas)), dashboard=False)
+    pools, startups = {}, {}
+    try:
+        for r in replicas:
+            pools[r], startups[r] = timed(lambda: SamplerPool(
+                r, ModelSpec(path=model_dir, dtype="float32"),
+                EngineConfig(kind="hf", batch_size=batch_size),
+                ClusterConfig(cpus_per_replica=1)))
+            _, warm_s = timed(lambda: pools[r].generate(prompts[:4 * r], params))
+            startups[r] += warm_s
+        walls: dict[int, list[tuple[float, int]]] = {r: [] for r in replicas}
+        idle: dict[int, list[float]] = {r: [] for r in replicas}
+        for _ in range(rounds):
+            for r in replicas:
+                t0 = cpu_times()
+                out, wall = timed(lambda: pools[r].generate(prompts, params))
+                walls[r].append((wall, count_tokens(out)))
+                # Idle CPU while it ran: ~0 means no free core for another replica to use.
+                idle[r].append(idle_share(t0, cpu_times()))
+    finally:
+        for p in pools.values():
+            p.shutdown()
+        shutdown_ray()
+    rows = []
+    for r in replicas:
+        wall, tokens = min(walls[r])
+        rows.append(Row(f"(6) SamplerPool, {r} replica{'s' * (r > 1)} x 1 CPU", tokens, wall,
+                        startups[r], f"best of {rounds} interleaved rounds; all rounds: "
+                        + ", ".join(f"{w:.2f}" for w, _ in walls[r]) + " s; idle CPU share "
+                        + ", ".join(f"{100 * i:.0f}%" for i in idle[r])))
+    return rows
+
+
 def attempt(name: str, fn: Callable[[], list[Row]]) -> list[Row]:
     """Run one row; a failure becomes a row saying so instead of losing the whole table."""
     try:
@@ -251,6 +310,7 @@ def main() -> None:
     ap.add_argument("--no-vllm", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds of each vLLM row")
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-ray-data", action="store_true", help="skip rows (4), keep (6)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     n = args.prompts or (64 if args.quick else 512)
@@ -273,9 +333,13 @@ def main() -> None:
         rows = [naive_row(model_dir, prompts, max_new),
                 hf_engine_row(model_dir, prompts, params, args.batch_size)]
         print(table(rows), flush=True)
-        if not args.no_ray:
+        if not args.no_ray and not args.no_ray_data:
             rows += attempt("(4) Ray Data", lambda: ray_rows(model_dir, problems, max_new,
                                                              args.batch_size, (1, 2)))
+        if not args.no_ray:
+            rows += attempt("(6) SamplerPool", lambda: pool_rows(model_dir, prompts, params,
+                                                                 args.batch_size, (1, 2),
+                                                                 args.rounds))
             print(table(rows), flush=True)
         if not args.no_vllm:
             rows += attempt("(3)/(5) vLLM", lambda: vllm_rows(model_dir, prompts, params, max_new,

@@ -208,7 +208,7 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
         if group is not None:
             live = group() if callable(group) and not hasattr(group, "generate") else group
             if model is not None and live.weights != (model.path, model.adapter):
-                raise StageError(f"{out}: the actor group serves {live.weights}, not the requested "
+                raise StageError(f"{out}: the sampler pool serves {live.weights}, not the requested "
                                  f"model {(model.path, model.adapter)}")
             replicas = len(live)
             log.info("%s: %d rows (%d outputs missing) on %d replica(s)", label, len(work), missing,
