@@ -68,9 +68,9 @@ def format_status(state: dict[str, Any]) -> str:
                      _fmt_seconds(e.get("seconds")), _fmt_metrics(e.get("metrics") or {})))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
-    where = {True: "running now", False: "not running", None: "state unknown (another host?)"}[live]
+    where = {True: "live", False: "stopped", None: "state unknown (another host?)"}[live]
     if runs and runs[-1].get("end") is None and live is False:
-        where = "interrupted (its driver is gone; re-running resumes)"
+        where = "interrupted (its driver is gone; run the same command again to resume)"
     lines.append(f"{len(runs)} invocation(s); last started {runs[-1]['start'] if runs else '-'}; "
                  f"{where}")
     return "\n".join(line.rstrip() for line in lines)

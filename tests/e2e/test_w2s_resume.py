@@ -70,8 +70,10 @@ def _run_until_killed(args: list[str], run_dir: Path, stage: str, ready, timeout
 
 
 def _accuracy_section(run_dir: Path) -> str:
+    """The report's accuracy table (the first table of its "Test accuracy" section)."""
     text = (run_dir / "report.md").read_text()
-    return text.split("## Test accuracy", 1)[1].split("\n## ", 1)[0].strip()
+    section = text.split("## Test accuracy", 1)[1].split("\n## ", 1)[0].strip()
+    return section.split("\n\n", 1)[0]
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,14 @@ def test_dead_driver_shows_interrupted_and_live_one_running(tmp_path: Path) -> N
     state = load_state(run)
     assert state["runs"][-1]["end"] is None and driver_alive(state["runs"][-1]) is False
     text = format_status(state)
-    assert "iter_0/samples  interrupted" in text and "re-running resumes" in text
+    assert "iter_0/samples  interrupted" in text and "again to resume" in text
 
     rd = RunDir(run, {})                          # this process: alive
     rd._record("iter_0/samples", status="running")
     text = format_status(load_state(run))
-    assert "iter_0/samples  running" in text and "running now" in text
+    assert "iter_0/samples  running" in text and text.endswith("live")
     rd.finish()
-    assert "not running" in format_status(load_state(run))
+    assert format_status(load_state(run)).endswith("stopped")
 
 
 def test_state_without_pid_is_unknown_not_interrupted(tmp_path: Path) -> None:
