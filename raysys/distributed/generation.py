@@ -171,6 +171,21 @@ class GenerationUDF:
         return table.append_column(ENGINE_S_COLUMN, pa.array([engine_s] * table.num_rows, pa.float64()))
 
 
+def _open_stage(out: Path, items: list[dict[str, Any]], keys: list[str], request: dict[str, Any],
+                spec: GenerationSpec, what: str) -> pa.Table | dict[str, Any]:
+    """Check the input, claim ``out`` for ``request``: the manifest of a sealed stage, else the
+    rows already written (deduplicated) to resume from."""
+    if not items:
+        raise DataError(f"{out}: empty input (no rows to {what})")
+    if len(set(keys)) != len(keys):
+        raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
+    claim(out, request)
+    if is_complete(out):
+        log.info("stage %s is complete; skipping", out)
+        return read_manifest(out) or {}
+    return dedupe_rows(read_stage(out, spec.kind), spec)
+
+
 def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: list[str],
                    spec: GenerationSpec, params: SamplingParams, out_dir: str | Path,
                    request: dict[str, Any], cluster: ClusterConfig,
@@ -188,15 +203,9 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if not items:
-        raise DataError(f"{out}: empty input (no rows to generate for)")
-    if len(set(keys)) != len(keys):
-        raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
-    claim(out, request)
-    if is_complete(out):
-        log.info("stage %s is complete; skipping", out)
-        return read_manifest(out) or {}
-    existing = dedupe_rows(read_stage(out, spec.kind), spec)
+    existing = _open_stage(out, items, keys, request, spec, "generate for")
+    if isinstance(existing, dict):
+        return existing                 # sealed: the manifest
     work = missing_items(keys, prompts, items, params.n, done_keys(existing, spec))
     progress = Progress(spec, params.n, len(keys), existing, label)
     t_prepare = time.perf_counter() - t0
@@ -298,15 +307,9 @@ def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpe
     there is work)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if not items:
-        raise DataError(f"{out}: empty input (no rows to map)")
-    if len(set(keys)) != len(keys):
-        raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
-    claim(out, request)
-    if is_complete(out):
-        log.info("stage %s is complete; skipping", out)
-        return read_manifest(out) or {}
-    existing = dedupe_rows(read_stage(out, spec.kind), spec)
+    existing = _open_stage(out, items, keys, request, spec, "map")
+    if isinstance(existing, dict):
+        return existing                 # sealed: the manifest
     done = done_keys(existing, spec)
     todo = [(k, it) for k, it in zip(keys, items) if (k, 0) not in done]
     progress = Progress(spec, 1, len(keys), existing, label)

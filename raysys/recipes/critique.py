@@ -23,9 +23,8 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from raysys.config import ModelSpec, to_dict
+from raysys.config import ModelSpec
 from raysys.critique import assemble_sft
-from raysys.pipeline import RunDir
 from raysys.pipeline.stats import paired_bootstrap
 from raysys.recipes import critique_steps as cs
 from raysys.recipes import model_steps as models
@@ -38,13 +37,7 @@ CONFIG = CritiqueConfig
 
 def run(cfg: CritiqueConfig, *, force: bool = False) -> RecipeResult:
     """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
-    ctx = steps.open_context(rd, engine=cfg.engine, cluster=cfg.cluster,
-                             grade_style=cfg.data.grade_style, greedy=cfg.greedy, seed=cfg.seed)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        steps.close_context(ctx)
+    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:

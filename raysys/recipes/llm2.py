@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raysys.config import EngineConfig, ModelSpec, to_dict
-from raysys.pipeline import RunDir
+from raysys.config import EngineConfig, ModelSpec
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes.llm2_config import LLM2Config
@@ -29,13 +28,7 @@ CONFIG = LLM2Config
 
 def run(cfg: LLM2Config, *, force: bool = False) -> RecipeResult:
     """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
-    ctx = steps.open_context(rd, engine=cfg.engine, cluster=cfg.cluster,
-                             grade_style=cfg.data.grade_style, greedy=cfg.greedy, seed=cfg.seed)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        steps.close_context(ctx)
+    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:

@@ -103,6 +103,21 @@ def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, gr
     return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster))
 
 
+def run_recipe(cfg: Any, body: Callable[[Any, StepContext], RecipeResult], *,
+               force: bool = False) -> RecipeResult:
+    """Open the run dir of a recipe config (``run_dir``, ``engine``, ``cluster``,
+    ``data.grade_style``, ``greedy``, ``seed``), run ``body(cfg, ctx)``, always close it."""
+    from raysys.config import to_dict
+
+    rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
+    ctx = open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.data.grade_style,
+                       greedy=cfg.greedy, seed=cfg.seed)
+    try:
+        return body(cfg, ctx)
+    finally:
+        close_context(ctx)
+
+
 def close_context(ctx: StepContext) -> None:
     """Stop every role group and close this invocation's entry in ``state.json``."""
     try:

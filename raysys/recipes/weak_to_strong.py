@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raysys.config import ModelSpec, to_dict
-from raysys.pipeline import RunDir
+from raysys.config import ModelSpec
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes import w2s_data as w2s
@@ -40,13 +39,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: W2SConfig, *, force: bool = False) -> RecipeResult:
     """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
-    ctx = steps.open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.data.grade_style,
-                             greedy=cfg.greedy, seed=cfg.seed)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        steps.close_context(ctx)
+    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
