@@ -352,10 +352,17 @@ class ClusterConfig:
     placement: Literal["alternate", "split", "colocate"] = "alternate"
     # Per-role resources; a role not listed uses replicas / cpus_per_replica / gpus_per_replica.
     roles: dict[str, RoleResources] = field(default_factory=dict)
+    # Seconds the driver waits for the next result of an actor group (sampling, critique,
+    # exploration, weight loads) before the stage fails with a StageError naming it: a hung
+    # replica or collective surfaces instead of stalling the run forever.
+    stall_timeout_s: float = 1800.0
 
     def validate(self, path: str) -> None:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
+        if not (math.isfinite(self.stall_timeout_s) and self.stall_timeout_s > 0):
+            raise ConfigError(f"{_join(path, 'stall_timeout_s')}: expected a finite number > 0, "
+                              f"got {self.stall_timeout_s}")
 
     def role(self, name: str) -> RoleResources:
         """Resources of role ``name``'s group: its ``roles`` entry or the cluster defaults."""

@@ -62,6 +62,12 @@ def _qa_block(question: str, answer: str | None = None) -> str:
     return block if answer is None else f"{block} {answer.strip()}"
 
 
+def response_text(text: str) -> str:
+    """A response as it follows a Q/A prompt's ``Answer:``: after one space, as in the few-shot
+    demo blocks (SFT targets and text-rendered token pairs)."""
+    return " " + text.strip()
+
+
 def _with_system(system: str | None, body: str) -> str:
     return body if not system else f"{system.strip()}\n\n{body}"
 

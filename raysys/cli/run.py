@@ -10,26 +10,44 @@ import click
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | None, force: bool) -> Any:
-    """Validate the whole config (one ConfigError before any work), then run its recipe."""
+VERBOSE_HELP = ("Show Ray, DeepSpeed and transformers output and worker logs on the console "
+                "(by default they go to RUN_DIR/logs/).")
+
+
+def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | None, force: bool,
+                verbose: bool = False) -> Any:
+    """Validate the whole config (one ConfigError before any work), then run its recipe with
+    raysys's console (library output in RUN_DIR/logs/driver.log unless ``verbose``)."""
+    import contextlib
+    import logging
+
+    from raysys.console import run_logging
     from raysys.recipes import load_run_config, recipe_module
 
     sets = tuple(overrides) + ((f"run_dir={run_dir}",) if run_dir else ())
     cfg = load_run_config(path, sets)
-    preflight(cfg)
-    return recipe_module(cfg.recipe).run(cfg, force=force)
+    preflight(cfg, force=force)
+    target = getattr(cfg, "run_dir", None)
+    with run_logging(target, verbose=verbose) if target else contextlib.nullcontext() as logs:
+        if logs is not None and not verbose:
+            logging.getLogger("raysys.cli").info(
+                "%s: %s; full log in %s (--verbose shows it here)", cfg.recipe,
+                Path(target).expanduser().absolute(), logs / "driver.log")
+        return recipe_module(cfg.recipe).run(cfg, force=force)
 
 
-def preflight(cfg: Any) -> None:
-    """What a run needs besides a valid config, checked in the driver before any work: a run dir
-    it can write (not a file, not an unrelated directory), every model dir it names (config.json
-    and safetensors headers), and a reachable Ray address (bounded wait)."""
+def preflight(cfg: Any, *, force: bool = False) -> None:
+    """What a run needs besides a valid config, checked in the driver before any work (and
+    before RUN_DIR/logs is written): a run dir it can write (not a file, not an unrelated
+    directory; an existing run's state, manifests and config), every model dir it names
+    (config.json and safetensors headers), and a reachable Ray address (bounded wait)."""
+    from raysys.config import to_dict
     from raysys.distributed.ray_init import check_ray_address
     from raysys.models.loading import check_config_models
-    from raysys.pipeline.run_dir import check_run_dir
+    from raysys.pipeline.run_dir import check_run
 
     if getattr(cfg, "run_dir", None):
-        check_run_dir(cfg.run_dir)
+        check_run(cfg.run_dir, to_dict(cfg), force=force)
     check_config_models(cfg)
     cluster = getattr(cfg, "cluster", None)
     if cluster is not None:
@@ -41,7 +59,7 @@ def _print_result(result: Any) -> None:
     from raysys.pipeline.report import accuracy_table
 
     click.echo(accuracy_table(result.eval_dicts()))
-    click.echo(f"\nrun dir: {result.run_dir}\nreport:  {result.report}")
+    click.echo(f"run dir: {result.run_dir}\nreport:  {result.report}")
 
 
 @click.command()
@@ -49,9 +67,11 @@ def _print_result(result: Any) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--run-dir", default=None, help="Override the config's run_dir.")
 @click.option("--force", is_flag=True, help="Continue an existing run dir whose config differs.")
-def run(config: str, overrides: tuple[str, ...], run_dir: str | None, force: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
+def run(config: str, overrides: tuple[str, ...], run_dir: str | None, force: bool,
+        verbose: bool) -> None:
     """Run the recipe in CONFIG end to end; re-running resumes where it stopped."""
-    _print_result(_run_config(config, overrides, run_dir, force))
+    _print_result(_run_config(config, overrides, run_dir, force, verbose))
 
 
 @click.command()
@@ -60,10 +80,35 @@ def status(run_dir: str) -> None:
     """Print each stage of RUN_DIR: status, rows, time and metrics."""
     from raysys.pipeline import format_status, load_state
 
-    click.echo(format_status(load_state(run_dir)))
+    click.echo(format_status(with_live_elapsed(load_state(run_dir))))
     report = Path(run_dir) / "report.md"
     if report.is_file():
         click.echo(f"report: {report}")
+
+
+def with_live_elapsed(state: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """``state`` with each running stage's ``seconds`` set to the time since its start, when
+    its driver still runs (an interrupted stage keeps ``-``: its end is unknown)."""
+    import calendar
+    import time
+
+    from raysys.pipeline.report import driver_alive
+
+    runs = state.get("runs") or []
+    if not runs or driver_alive(runs[-1]) is not True:
+        return state
+    now = time.time() if now is None else now
+    stages = {}
+    for key, e in (state.get("stages") or {}).items():
+        if e.get("status") == "running" and e.get("seconds") is None and e.get("start"):
+            try:
+                start = calendar.timegm(time.strptime(e["start"], "%Y-%m-%dT%H:%M:%SZ"))
+            except (TypeError, ValueError):
+                start = None
+            if start is not None:
+                e = {**e, "seconds": max(0.0, now - start)}
+        stages[key] = e
+    return {**state, "stages": stages}
 
 
 DEMO_CONFIGS = {"w2s": ("demo.yaml", "demo_quick.yaml"),
@@ -79,7 +124,9 @@ DEMO_CONFIGS = {"w2s": ("demo.yaml", "demo_quick.yaml"),
                                                "with --recipe all, a parent dir with one run per method).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--force", is_flag=True, help="Continue an existing run dir whose config differs.")
-def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
+def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ...], force: bool,
+         verbose: bool) -> None:
     """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU)."""
     names = list(DEMO_CONFIGS) if recipe == "all" else [recipe]
     for name in names:
@@ -89,4 +136,4 @@ def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ..
         target = run_dir if run_dir is None or recipe != "all" else str(Path(run_dir) / name)
         if len(names) > 1:
             click.echo(f"\n== {name} ==")
-        _print_result(_run_config(path, overrides, target, force))
+        _print_result(_run_config(path, overrides, target, force, verbose))

@@ -355,7 +355,10 @@ def export_llm2_jsonl(table: pa.Table, path: str | Path) -> Path:
     Written to a temp file and renamed into place: ``path`` is complete or untouched.
     """
     rows = conform(table, "token_pairs").to_pylist()
-    atomic_write_jsonl(path, [{"messages": json.loads(r["messages"]), "samples": r["samples"]}
+    # "render" only for text-rendered rows: chat rows stay exactly the authors' layout.
+    atomic_write_jsonl(path, [{"messages": json.loads(r["messages"]), "samples": r["samples"],
+                               **({"render": r["render"]} if r.get("render") not in (None, "chat")
+                                  else {})}
                               for r in rows])
     return Path(path)
 
@@ -365,7 +368,8 @@ def import_llm2_jsonl(path: str | Path, tokenizer: Any = None,
     """Read the LLM2 verifier JSONL as a ``token_pairs`` table (messages kept as JSON text).
 
     With ``tokenizer`` each row's messages are rendered by
-    :func:`raysys.training.collators.render_chat_ids` (the rendering positions index into) and
+    :func:`raysys.training.collators.render_pair_ids` (the chat template, or ``"render": "text"``
+    as raysys exports text-rendered rows) and
     every triple is checked: position inside the sequence, ``ids[pos] == gt_id``, ``neg_id`` a
     token id. A failure is one ``DataError`` naming ``file:line: triple k [pos, gt, neg]`` and
     what was found; nothing is returned. ``max_len`` then drops triples at positions
@@ -374,16 +378,21 @@ def import_llm2_jsonl(path: str | Path, tokenizer: Any = None,
     if max_len is not None and max_len < 1:
         raise ValueError(f"max_len: expected a positive int, got {max_len}")
     if tokenizer is not None:
-        from raysys.training.collators import render_chat_ids   # torch only when checking
+        from raysys.training.collators import render_pair_ids   # torch only when checking
     p = Path(path)
     rows = []
     for n, rec in read_records(p):
         where = _where(p, n)
         messages = _check_messages(rec.get("messages"), where)
         samples = _check_samples(rec.get("samples"), where)
+        render = rec.get("render")
+        if render not in (None, "chat", "text"):
+            raise DataError(f"{where}: field 'render' must be 'chat' or 'text', got {render!r}")
         if tokenizer is not None:
-            _check_against_ids(samples, render_chat_ids(messages, tokenizer), tokenizer, where)
+            _check_against_ids(samples, render_pair_ids(messages, tokenizer, render), tokenizer,
+                               where)
         if max_len is not None:
             samples = [s for s in samples if s[0] < max_len]
-        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "samples": samples})
+        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "samples": samples,
+                     "render": render})
     return conform(rows, "token_pairs")

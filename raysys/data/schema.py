@@ -66,6 +66,9 @@ TOKEN_PAIRS = pa.schema([
     pa.field("messages", pa.string(), nullable=False),   # JSON list of {role, content}
     pa.field("samples", pa.list_(pa.list_(pa.int64())), nullable=False),  # [position, gt, neg]
     pa.field("source", pa.string()),          # the problem (or row) the pairs were explored on
+    # How messages become the token ids positions index into: "chat" (null: the authors'
+    # files) = the chat template; "text" = [prompt, response] as SFT tokenizes them.
+    pa.field("render", pa.string()),
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {

@@ -6,6 +6,8 @@ decoder) with one placement group (one bundle per replica, strategy from ``Clust
 (``max_restarts``) and Ray retries the in-flight calls (``max_task_retries``). Every call
 carries the weights it expects, so a restarted actor (which re-runs its constructor with the
 original model) reloads trained weights before answering instead of silently using stale ones.
+The driver never waits on a group without a bound: no result for ``cluster.stall_timeout_s``
+raises :class:`StallError` (a ``StageError``) naming the role and the call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,28 @@ log = logging.getLogger(__name__)
 Weights = tuple[str, str | None]   # (model_path, adapter)
 
 PLACEMENT_TIMEOUT_S = 120.0
+
+
+class StallError(StageError):
+    """An actor group made no progress for ``cluster.stall_timeout_s`` (a hung replica, engine or
+    collective); stages re-raise it with their own name."""
+
+
+def wait_results(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
+    """``ray.get(refs)``, but fail with :class:`StallError` when no ref has finished for
+    ``timeout_s`` seconds (the clock restarts at every result: a long stage making steady
+    progress never times out, one hung replica does). ``what`` names the call in the error."""
+    import ray
+
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=timeout_s)
+        if not ready:
+            raise StallError(f"{what}: {len(pending)} of {len(refs)} call(s) made no progress for "
+                             f"{timeout_s:g} s (cluster.stall_timeout_s); a replica, its engine or "
+                             "a collective is hung (see the Ray dashboard / actor logs)")
+        ray.get(ready)            # a replica's error surfaces now, not after the slowest one
+    return ray.get(list(refs))    # all finished: returns at once
 
 
 def split_even(total: int, parts: int) -> list[tuple[int, int]]:
@@ -129,6 +153,7 @@ class ActorGroup:
         cluster = cluster or ClusterConfig()
         init_ray(cluster)
         self.role = role
+        self.stall_timeout_s = cluster.stall_timeout_s
         self.actor_cls = actor_cls
         self.model = model
         self.args = args
@@ -157,7 +182,12 @@ class ActorGroup:
             ).remote(model, *args)
             for i in range(n)
         ]
-        where = ray.get([a.ping.remote() for a in self.actors])   # start-up errors surface here
+        try:
+            # Start-up (model loading) errors and hangs surface here.
+            where = self._wait([a.ping.remote() for a in self.actors], "start")
+        except BaseException:
+            self.shutdown()             # no caller holds the group yet: free its resources
+            raise
         log.info("%s group: %d replicas of %s on %d node(s)", role, n, model.path,
                  len({w["node_id"] for w in where}))
 
@@ -179,19 +209,23 @@ class ActorGroup:
             refs.append(self.actors[i].call.remote(method, items[start:end], *a, weights=self._weights))
         return refs
 
-    @staticmethod
-    def gather(refs: list[Any]) -> list[Any]:
-        """Wait for :meth:`submit`'s refs; results concatenated in item order."""
-        import ray
+    def _wait(self, refs: list[Any], what: str) -> list[Any]:
+        """Results of ``refs``; :class:`StallError` naming this role and ``what`` after
+        ``stall_timeout_s`` without progress."""
+        name = getattr(self.actor_cls, "__name__", str(self.actor_cls))
+        return wait_results(refs, self.stall_timeout_s, f"{self.role} group ({name}) {what}")
 
+    def gather(self, refs: list[Any], what: str = "call") -> list[Any]:
+        """Wait for :meth:`submit`'s refs; results concatenated in item order. Raises
+        :class:`StallError` when no chunk finishes for ``stall_timeout_s``."""
         out: list[Any] = []
-        for part in ray.get(refs):
+        for part in self._wait(refs, what):
             out.extend(part)
         return out
 
     def map(self, method: str, items: list[Any], *args: Any) -> list[Any]:
         """``method`` over ``items`` split across the replicas; results in item order."""
-        return self.gather(ActorGroup.submit(self, method, items, *args))
+        return self.gather(ActorGroup.submit(self, method, items, *args), method)
 
     def submit_generate(self, prompts: list[str], params: SamplingParams) -> list[Any]:
         """Start ``generate`` (every text role has it) on prompt chunks: each chunk gets its own
@@ -204,21 +238,18 @@ class ActorGroup:
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         """Split ``prompts`` across replicas and return their completions in prompt order."""
-        return self.gather(self.submit_generate(prompts, params))
+        return self.gather(self.submit_generate(prompts, params), "generate")
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         """Make every replica serve new weights in place (a restarted replica catches up on its
         next call, which carries them)."""
-        import ray
-
         self._weights = (model_path, adapter)
-        ray.get([a.load_weights.remote(model_path, adapter) for a in self.actors])
+        self._wait([a.load_weights.remote(model_path, adapter) for a in self.actors],
+                   "load_weights")
 
     def ping(self) -> list[dict[str, Any]]:
         """``RoleActor.ping`` of every replica, in replica order."""
-        import ray
-
-        return ray.get([a.ping.remote() for a in self.actors])
+        return self._wait([a.ping.remote() for a in self.actors], "ping")
 
     def shutdown(self) -> None:
         """Kill the replicas and free their placement group (when the group owns it)."""

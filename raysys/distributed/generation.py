@@ -17,7 +17,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ from raysys.config import ClusterConfig, EngineConfig, ModelSpec
 from raysys.data.io import DataError, is_complete, read_manifest, read_stage, write_manifest
 from raysys.data.schema import conform
 from raysys.engines.base import Completion, SamplingParams
+from raysys.distributed.actors import StallError
 from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
                                              finalize_parts, land_part, load_generated,
                                              request_fingerprint, row_keys, run_id, sort_rows,
                                              stage_metrics)
 from raysys.errors import StageError
+from raysys.pipeline.live_metrics import run_name, stage_progress
 
 __all__ = ["GenerationSpec", "LocalGroup", "dedupe_rows", "done_keys", "load_generated",
            "missing_items", "request_fingerprint", "row_keys", "run_generation", "run_map",
@@ -116,6 +119,27 @@ def udf_batch_size(n_work: int, cluster: ClusterConfig) -> int:
 # ------------------------------------------------------------------------------------------
 # Progress
 # ------------------------------------------------------------------------------------------
+
+
+def report_live(progress: Progress, out: Path, t_start: float) -> None:
+    """Publish the stage's progress as live metrics (Ray dashboard / Prometheus, tagged with
+    the stage label and run): rows done of total, output rows and tokens per second since
+    ``t_start`` (``time.perf_counter()``). A no-op without Ray."""
+    elapsed = time.perf_counter() - t_start
+    done = sum(1 for c in progress.counts.values() if c >= progress.n)
+    per_s = 1.0 / elapsed if elapsed > 0 else 0.0
+    # A map stage counts no tokens: no tokens/s series rather than a flat zero.
+    stage_progress(progress.label, done, progress.total, progress.new_rows * per_s,
+                   progress.new_tokens * per_s if progress.new_tokens else None, run=run_name(out))
+
+
+@contextmanager
+def named_stall(label: str) -> Iterator[None]:
+    """Re-raise a group's :class:`StallError` as a ``StageError`` that names the stage."""
+    try:
+        yield
+    except StallError as e:
+        raise StageError(f"stage '{label}': {e}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +239,8 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
     if work:
         missing = sum(len(w["idxs"]) for w in work)
         if group is not None:
-            live = group() if callable(group) and not hasattr(group, "generate") else group
+            with named_stall(label):       # starting the group loads its models
+                live = group() if callable(group) and not hasattr(group, "generate") else group
             if model is not None and live.weights != (model.path, model.adapter):
                 raise StageError(f"{out}: the sampler pool serves {live.weights}, not the requested "
                                  f"model {(model.path, model.adapter)}")
@@ -267,7 +292,8 @@ def _run_pipeline(work: list[dict[str, Any]], out: Path, progress: Progress,
         batch_size=batch,
         batch_format="pyarrow",
     )
-    rid = run_id()
+    rid, t_start = run_id(), time.perf_counter()
+    report_live(progress, out, t_start)
     for i, result in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         if result.num_rows == 0:
             continue
@@ -276,24 +302,30 @@ def _run_pipeline(work: list[dict[str, Any]], out: Path, progress: Progress,
         progress.engine_s += sum(set(result.column(ENGINE_S_COLUMN).to_pylist()))
         land_part(out, f"{rid}-{i:05d}", result.drop_columns([NODE_COLUMN, ENGINE_S_COLUMN]),
                    progress, spec.kind, on_part)
+        report_live(progress, out, t_start)
 
 
 def _run_group(group: Any, work: list[dict[str, Any]], out: Path, progress: Progress,
                on_part: Callable[[Path], None] | None, *, spec: GenerationSpec,
                params: SamplingParams, cluster: ClusterConfig) -> None:
     """Generate ``work`` with a long-lived group: each chunk (one engine batch per replica) is
-    split over the replicas and written as one part when it is back."""
-    progress.nodes.update(p["node_id"] for p in group.ping())
-    chunk = udf_batch_size(len(work), replace(cluster, replicas=len(group))) * len(group)
-    rid = run_id()
-    for i, start in enumerate(range(0, len(work), chunk)):
-        part_work = work[start:start + chunk]
-        t0 = time.perf_counter()
-        completions = generate_work(group.generate, part_work, params)
-        # The driver's wait, not summed replica time as on the Ray Data path: replicas run at once.
-        progress.engine_s += time.perf_counter() - t0
-        land_part(out, f"{rid}-{i:05d}", build_output(spec, part_work, completions), progress,
-                   spec.kind, on_part)
+    split over the replicas and written as one part when it is back. A group that returns
+    nothing for ``stall_timeout_s`` fails the stage with a ``StageError`` naming it."""
+    with named_stall(progress.label):
+        progress.nodes.update(p["node_id"] for p in group.ping())
+        chunk = udf_batch_size(len(work), replace(cluster, replicas=len(group))) * len(group)
+        rid, t_start = run_id(), time.perf_counter()
+        report_live(progress, out, t_start)
+        for i, start in enumerate(range(0, len(work), chunk)):
+            part_work = work[start:start + chunk]
+            t0 = time.perf_counter()
+            completions = generate_work(group.generate, part_work, params)
+            # The driver's wait, not summed replica time as on the Ray Data path: replicas run
+            # at once.
+            progress.engine_s += time.perf_counter() - t0
+            land_part(out, f"{rid}-{i:05d}", build_output(spec, part_work, completions),
+                      progress, spec.kind, on_part)
+            report_live(progress, out, t_start)
 
 
 def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpec, method: str,
@@ -314,16 +346,20 @@ def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpe
     todo = [(k, it) for k, it in zip(keys, items) if (k, 0) not in done]
     progress = Progress(spec, 1, len(keys), existing, label)
     if todo:
-        live = group() if callable(group) and not hasattr(group, "map") else group
-        progress.nodes.update(p["node_id"] for p in live.ping())
-        rid = run_id()
-        step = max(1, chunk_rows) * len(live)
-        for i, start in enumerate(range(0, len(todo), step)):
-            chunk = todo[start:start + step]
-            t1 = time.perf_counter()
-            rows = live.map(method, [it for _, it in chunk])
-            progress.engine_s += time.perf_counter() - t1
-            land_part(out, f"{rid}-{i:05d}", conform(rows, spec.kind), progress, spec.kind, None)
+        with named_stall(label):
+            live = group() if callable(group) and not hasattr(group, "map") else group
+            progress.nodes.update(p["node_id"] for p in live.ping())
+            rid, t_start = run_id(), time.perf_counter()
+            report_live(progress, out, t_start)
+            step = max(1, chunk_rows) * len(live)
+            for i, start in enumerate(range(0, len(todo), step)):
+                chunk = todo[start:start + step]
+                t1 = time.perf_counter()
+                rows = live.map(method, [it for _, it in chunk])
+                progress.engine_s += time.perf_counter() - t1
+                land_part(out, f"{rid}-{i:05d}", conform(rows, spec.kind), progress, spec.kind,
+                          None)
+                report_live(progress, out, t_start)
     t_work = time.perf_counter() - t0
     table = finalize_parts(out, spec, keys, 1)
     metrics = {**(summarize(table) if summarize else {}),

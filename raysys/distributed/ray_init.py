@@ -130,11 +130,15 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
     """
     import ray
 
+    from raysys.console import ray_log_to_driver, record_ray_session
+
     if ray.is_initialized():
         return
     cluster = cluster or ClusterConfig()
     address = resolve_address(cluster.address)
-    kwargs: dict[str, Any] = {"address": address, "log_to_driver": True}
+    # Inside a quiet CLI run, worker/actor output stays in Ray's session logs (named in
+    # RUN_DIR/logs/ray_session.txt) instead of the console; --verbose streams it as before.
+    kwargs: dict[str, Any] = {"address": address, "log_to_driver": ray_log_to_driver()}
     env_vars = runtime_env_vars()
     if env_vars:
         kwargs["runtime_env"] = {"env_vars": env_vars}
@@ -147,6 +151,7 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
     except (ConnectionError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cluster.address: cannot join Ray at {address}: {first}") from None
+    record_ray_session()
     dashboard = getattr(ctx, "dashboard_url", None)
     where = "a new local instance" if address == "local" else address
     if dashboard:

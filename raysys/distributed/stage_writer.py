@@ -102,6 +102,9 @@ class Progress:
         self.engine_s = 0.0
         self.nodes: set[str] = set()
         self._add(existing)
+        # rate and ETA count this invocation's rows only (a resumed stage starts part done)
+        self.t0 = time.monotonic()
+        self.start_done = self.done()
 
     def _add(self, t: pa.Table) -> None:
         for key, _ in row_keys(t, self.spec):
@@ -117,10 +120,18 @@ class Progress:
         if "num_tokens" in t.column_names:
             self.new_tokens += int(pc.sum(t.column("num_tokens")).as_py() or 0)
 
-    def line(self) -> str:
-        done = sum(1 for c in self.counts.values() if c >= self.n)
+    def done(self) -> int:
+        """Input rows with all ``n`` outputs present."""
+        return sum(1 for c in self.counts.values() if c >= self.n)
+
+    def line(self, now: float | None = None) -> str:
+        """``label: done/total rows (pct%), rate rows/s, ETA t[, accuracy so far a%]``."""
+        from raysys.console import progress_text
+
+        elapsed = (time.monotonic() if now is None else now) - self.t0
         acc = f", accuracy so far {100 * self.correct / self.graded:.1f}%" if self.graded else ""
-        return f"{self.label}: {done}/{self.total} rows done{acc}"
+        return progress_text(self.label, self.done(), self.total, elapsed,
+                             start_done=self.start_done) + acc
 
 
 def stage_metrics(table: pa.Table, progress: Progress, t_generate: float, replicas: int) -> dict[str, Any]:

@@ -161,14 +161,18 @@ class GuidedEngine(HFEngine):
         # As transformers' generate: positions count real tokens; padding gets position 0.
         pos = (real.cumsum(-1) - 1).masked_fill(real == 0, 0)
         step_ids = seq
+        # beta 0 adds nothing to any logit: candidate-restricted decoding without the verifier
+        scoring = self.beta != 0.0
         with torch.inference_mode():
-            vcache.prefill(seq, real)
+            if scoring:
+                vcache.prefill(seq, real)
             for step in range(params.max_new_tokens):
                 logits = self.model(input_ids=step_ids, attention_mask=real, position_ids=pos,
                                     past_key_values=llm_cache, use_cache=True,
                                     logits_to_keep=1).logits[:, -1].float()
                 logprobs = torch.log_softmax(logits, dim=-1)
-                chosen = self._choose(seq, real, logits, logprobs, vcache, warpers, greedy)
+                chosen = self._choose(seq, real, logits, logprobs, vcache if scoring else None,
+                                      warpers, greedy)
                 seq = torch.cat([seq, chosen[:, None]], dim=1)
                 real = torch.cat([real, torch.ones_like(real[:, :1])], dim=1)
                 self.stats.steps += 1
@@ -188,18 +192,22 @@ class GuidedEngine(HFEngine):
                     keep = (~done).nonzero().squeeze(1)
                     seq, real, rows, chosen = seq[keep], real[keep], rows[keep], chosen[keep]
                     llm_cache.batch_select_indices(keep)
-                    vcache.select(keep)
+                    if scoring:
+                        vcache.select(keep)
                 step_ids = chosen[:, None]
                 pos = real.sum(-1, keepdim=True) - 1
         return [self._completion(t, lp, params) for t, lp in zip(out_ids, out_lp)]
 
     def _choose(self, seq: torch.Tensor, real: torch.Tensor, logits: torch.Tensor,
-                logprobs: torch.Tensor, vcache: VerifierCache, warpers: list[Any],
+                logprobs: torch.Tensor, vcache: VerifierCache | None, warpers: list[Any],
                 greedy: bool) -> torch.Tensor:
-        """The next token of every row: verifier-adjusted logits, then greedy or sampling."""
+        """The next token of every row: verifier-adjusted logits, then greedy or sampling
+        (``vcache`` None: candidates only, no verifier)."""
         mask = candidate_mask(logprobs, self.alpha, self.top_k)
         cand_ids, cand_valid, counts = pack_candidates(logits, mask)
         scored = counts > 1
+        if vcache is None:
+            scored = torch.zeros_like(scored)
         guided = logits.masked_fill(~mask, float("-inf"))
         if bool(scored.any()):
             # Rows with one candidate ride along: their pending tokens are fed (needed later

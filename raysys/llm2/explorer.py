@@ -15,6 +15,12 @@ are never decoded, so the verifier is never asked about them. With the tiny mode
 (``<|bos|><|user|>\\n{q}\\n<|assistant|>\\n{a}<|eos|>\\n``) that is ``{a}`` plus ``<|eos|>``:
 the trailing newline after eos is never generated and is not explored.
 
+With a plain prompt ``template`` (``zero_shot``, for models trained and decoded without a chat
+template) rows render as text instead: a problems row becomes ``[build_prompt(question,
+template), response_text(gold_solution)]``, an sft row ``[prompt, response]``, tokenized as SFT
+tokenizes them (:func:`raysys.training.collators.render_pair_ids`, ``render: text``), and the
+explored span is the response ids plus EOS: the tokens the decoder generates after that prompt.
+
 Determinism: each row's draws come from a generator seeded by a SHA-256 of its messages and
 ``cfg.seed``, so output does not depend on batch composition, order or the number of workers
 (up to float ties: batched matmuls may round differently in the last bit).
@@ -38,9 +44,12 @@ from raysys.llm2.exploration import STAT_KEYS, explore_sequence, make_generator,
 COUNT_KEYS = ("rows", "rows_kept", "rows_truncated", *STAT_KEYS)
 
 
-def row_messages(row: dict[str, Any], index: int) -> list[dict[str, str]]:
+def row_messages(row: dict[str, Any], index: int,
+                 template: str = "chat") -> list[dict[str, str]]:
     """The ``[user, assistant]`` messages of a problems row (question, gold_solution) or an sft
-    row (prompt, response); ``DataError`` naming the row when neither is usable."""
+    row (prompt, response); ``DataError`` naming the row when neither is usable. With a plain
+    ``template`` a problems row's question becomes that prompt and its solution the response
+    text that follows it (see the module docstring)."""
     if row.get("question") is not None:
         user, assistant, kind = row["question"], row.get("gold_solution"), "problems"
         if assistant is None:
@@ -53,6 +62,9 @@ def row_messages(row: dict[str, Any], index: int) -> list[dict[str, str]]:
                         f"sft row (prompt, response), got fields {sorted(row)}")
     if not isinstance(user, str) or not isinstance(assistant, str):
         raise DataError(f"{kind} row {index}: the prompt and solution fields must be strings")
+    if template != "chat" and kind == "problems":
+        from raysys.prompts import build_prompt, response_text
+        user, assistant = build_prompt(user, template), response_text(assistant)
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
@@ -101,12 +113,16 @@ class TokenExplorer:
     """
 
     def __init__(self, base: ModelSpec, expert: ModelSpec | None, cfg: ExploreConfig,
-                 device: str | None = None) -> None:
+                 device: str | None = None, template: str = "chat") -> None:
         from raysys.models.loading import load_tokenizer
 
         cfg.validate("explore")
         cfg.check_expert(expert, "explore", "expert")
+        if template not in ("chat", "zero_shot"):
+            raise ValueError(f"template: expected 'chat' or 'zero_shot', got {template!r}")
         self.cfg = cfg
+        self.template = template
+        self.render = "chat" if template == "chat" else "text"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(base.path, padding_side="right",
                                         trust_remote_code=base.trust_remote_code)
@@ -146,14 +162,16 @@ class TokenExplorer:
     # -------------------------------------------------------------------------------------
 
     def _prepare(self, rows: list[dict[str, Any]]) -> list[_Item]:
-        from raysys.training.collators import render_chat_ids
+        from raysys.training.collators import encode_prompt, render_pair_ids
 
         items = []
         for i, row in enumerate(rows):
-            messages = row_messages(row, i)
+            messages = row_messages(row, i, self.template)
             key = json.dumps(messages, ensure_ascii=False)
-            ids = render_chat_ids(messages, self.tokenizer)
-            start, end = response_span(ids, prompt_ids(messages, self.tokenizer), self.stop_ids)
+            ids = render_pair_ids(messages, self.tokenizer, self.render)
+            prefix = (prompt_ids(messages, self.tokenizer) if self.render == "chat"
+                      else encode_prompt(self.tokenizer, messages[0]["content"]))
+            start, end = response_span(ids, prefix, self.stop_ids)
             if len(ids) > self.cfg.max_len:
                 self._last["rows_truncated"] += 1
                 ids = ids[:self.cfg.max_len]
@@ -210,7 +228,7 @@ class TokenExplorer:
                     self._last[key] += st[key]
                 if triples:
                     samples[it.index] = [list(t) for t in triples]
-        out = [{"messages": it.key, "samples": samples.get(it.index, []),
+        out = [{"messages": it.key, "samples": samples.get(it.index, []), "render": self.render,
                 "source": rows[it.index].get("id") or rows[it.index].get("source")}
                for it in items if keep_empty or it.index in samples]
         self._last["rows"] = len(rows)
@@ -223,11 +241,11 @@ class TokenExplorer:
 
     def call_columns(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         """:meth:`__call__` for a column batch (``{column: values}``, as Ray Data's
-        ``map_batches`` passes): returns ``{"messages": [...], "samples": [...]}``."""
+        ``map_batches`` passes): returns ``{"messages": [...], "samples": [...], "render": [...]}``."""
         names = list(batch)
         rows = [dict(zip(names, values)) for values in zip(*(batch[n] for n in names))]
         out = self(rows)
-        return {"messages": [r["messages"] for r in out], "samples": [r["samples"] for r in out]}
+        return {key: [r[key] for r in out] for key in ("messages", "samples", "render")}
 
     def last_stats(self) -> dict[str, Any]:
         """Counts and rates of the last call (see :func:`raysys.llm2.exploration.summarize`)."""

@@ -16,11 +16,12 @@ from raysys.llm2.explore_config import ExploreConfig
 class ExplorerActor(RoleActor):
     """Holds a :class:`~raysys.llm2.explorer.TokenExplorer` (base + optional expert model)."""
 
-    def __init__(self, model: ModelSpec, expert: ModelSpec | None, cfg: ExploreConfig) -> None:
+    def __init__(self, model: ModelSpec, expert: ModelSpec | None, cfg: ExploreConfig,
+                 template: str = "chat") -> None:
         from raysys.llm2.explorer import TokenExplorer
 
         super().__init__(model)
-        self.explorer = TokenExplorer(model, expert, cfg)
+        self.explorer = TokenExplorer(model, expert, cfg, template=template)
 
     def explore(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One ``token_pairs`` row per input row (empty ``samples`` when no position had a
@@ -43,7 +44,8 @@ def pair_accuracy(verifier_dir: str, llm: ModelSpec, rows: list[dict[str, Any]],
     tok = load_tokenizer(llm.path, padding_side="right")
     examples, _ = tokenize_token_pairs(
         [{"messages": r["messages"] if isinstance(r["messages"], list) else json.loads(r["messages"]),
-          "samples": r["samples"]} for r in rows if r["samples"]], tok, 4096, "truncate")
+          "samples": r["samples"], "render": r.get("render")} for r in rows if r["samples"]],
+        tok, 4096, "truncate")
     verifier = TokenVerifier.from_pretrained(verifier_dir).eval()
     lm = load_model(llm.path, dtype="float32", device="cpu", adapter=llm.adapter, merge=True).eval()
     collate = TokenPairCollator(tok.pad_token_id)

@@ -18,6 +18,7 @@ work (sampling resumes by ``(problem_id, sample_idx)``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import shutil
@@ -41,6 +42,8 @@ MODEL_MARKER = "_COMPLETE.json"
 RUN_DIR_MARKERS = (STATE, CONFIG, "iter_*", "models", "logs")
 
 StageFn = Callable[[Path], "dict[str, Any] | None"]
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -89,14 +92,11 @@ class RunDir:
                  ignore_keys: tuple[str, ...] = ("run_dir",)) -> None:
         # Absolute: stage and model paths go to Ray actors and Ray Train workers, which run in
         # their own working directories.
-        self.path = check_run_dir(path)
+        self.path = check_run(path, config, force=force, ignore_keys=ignore_keys)
         self.config = config
-        # Everything that can be wrong with an existing run dir is found before anything is
-        # written to it: the state, every stage's manifest and model marker, the old config.
         self.state: dict[str, Any] = _read_state(self.path / STATE)
-        check_run_state(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._check_config(force, ignore_keys)
+        atomic_write_text(self.path / CONFIG, yaml.safe_dump(self.config, sort_keys=False))
         self.state.setdefault("stages", {})
         self.state.setdefault("runs", [])
         # pid + host: `raysys status` tells a live run from one whose driver was killed
@@ -104,19 +104,6 @@ class RunDir:
                                    "pid": os.getpid(), "host": socket.gethostname()})
         self._t0 = time.perf_counter()
         self._save_state()
-
-    # -- config -----------------------------------------------------------------------------
-
-    def _check_config(self, force: bool, ignore: tuple[str, ...]) -> None:
-        cfg_path = self.path / CONFIG
-        if cfg_path.exists() and not force:
-            old = _read_old_config(cfg_path)
-            diff = config_diff(old, self.config, ignore)
-            if diff:
-                shown = ", ".join(diff[:10]) + (f" (+{len(diff) - 10} more)" if len(diff) > 10 else "")
-                raise StageError(f"{self.path}: config differs from the run's config.yaml in {shown}; "
-                                 "use a new run dir or --force to continue with the new config")
-        atomic_write_text(cfg_path, yaml.safe_dump(self.config, sort_keys=False))
 
     # -- state ------------------------------------------------------------------------------
 
@@ -202,11 +189,17 @@ class RunDir:
                      kind=kind, path=str(out.relative_to(self.path)) if out.is_relative_to(self.path)
                      else str(out))
         t0 = time.perf_counter()
+        # The start goes to driver.log only: one console line per stage (its end) keeps the
+        # quick demo's console short; a slow stage shows heartbeats with rate and ETA.
+        log.debug("%s: start (%s)", key, phase)
         try:
             returned = fn(out)
         except BaseException as e:
-            self._record(key, status="failed", end=_now(), seconds=round(time.perf_counter() - t0, 3),
+            secs = time.perf_counter() - t0
+            self._record(key, status="failed", end=_now(), seconds=round(secs, 3),
                          error=f"{type(e).__name__}: {e}"[:500])
+            log.info("%s: %s after %.1fs", key,
+                     "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", secs)
             raise
         self.state["stages"][key]["seconds"] = round(time.perf_counter() - t0, 3)
         return returned
@@ -219,6 +212,8 @@ class RunDir:
         entry = self.state["stages"][key]
         self.log_metrics(name, metrics, key=key, rows=rows, seconds=entry.get("seconds"),
                          phase=entry.get("phase"))
+        log.info(stage_end_line(key, rows, entry.get("seconds"), time.perf_counter() - self._t0,
+                                metrics))
         return StageResult(name, out, rows, metrics, skipped=False)
 
     def _skip(self, key: str, name: str, out: Path, rows: int | None,
@@ -228,6 +223,7 @@ class RunDir:
             # complete on disk but not in state (killed between the manifest and state.json)
             self._record(key, status="complete", rows=rows, metrics=metrics,
                          path=str(out.relative_to(self.path)), end=entry.get("end") or _now())
+        log.info("%s: already complete%s, skipped", key, "" if rows is None else f" ({rows} rows)")
         return StageResult(name, out, rows, metrics, skipped=True)
 
     def finish(self) -> None:
@@ -241,6 +237,23 @@ class RunDir:
         yield from self.state["stages"].items()
 
 
+def stage_end_line(key: str, rows: int | None, seconds: float | None, run_s: float,
+                   metrics: dict[str, Any] | None = None) -> str:
+    """The console's line for a finished stage: rows, its time, a training stage's last step,
+    loss and rate, and the run's time so far."""
+    from raysys.console import fmt_duration
+
+    m = metrics or {}
+    what = "done" if rows is None else f"done, {rows} rows"
+    took = "" if seconds is None else f" in {seconds:.1f}s"
+    train = ""
+    if isinstance(m.get("step"), int) and isinstance(m.get("loss"), (int, float)):
+        train = f", {m['step']} steps, loss {m['loss']:.4f}"
+        if isinstance(m.get("samples_per_s"), (int, float)):
+            train += f", {m['samples_per_s']:.1f} samples/s"
+    return f"{key}: {what}{took}{train} (run {fmt_duration(run_s)})"
+
+
 def load_state(run_dir: str | Path) -> dict[str, Any]:
     """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent/corrupt."""
     p = Path(run_dir) / STATE
@@ -252,6 +265,24 @@ def load_state(run_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # Checks of an existing run dir: each error says what is wrong and how to recover
 # ------------------------------------------------------------------------------------------
+
+
+def check_run(path: str | Path, config: dict[str, Any], *, force: bool = False,
+              ignore_keys: tuple[str, ...] = ("run_dir",)) -> Path:
+    """Everything that can be wrong with (an existing) run dir, found before anything is
+    written to it: the path, the state, every stage's manifest and model marker, and a config
+    that differs from the stored one (unless ``force``). Returns the absolute path."""
+    run_dir = check_run_dir(path)
+    _read_state(run_dir / STATE)
+    check_run_state(run_dir)
+    cfg_path = run_dir / CONFIG
+    if cfg_path.exists() and not force:
+        diff = config_diff(_read_old_config(cfg_path), config, ignore_keys)
+        if diff:
+            shown = ", ".join(diff[:10]) + (f" (+{len(diff) - 10} more)" if len(diff) > 10 else "")
+            raise StageError(f"{run_dir}: config differs from the run's config.yaml in {shown}; "
+                             "use a new run dir or --force to continue with the new config")
+    return run_dir
 
 
 def check_run_dir(path: str | Path, key: str = "run_dir") -> Path:

@@ -19,7 +19,7 @@ from raysys.critique.test_time import RoundCost, round_table
 from raysys.prompts import build_prompt, critique_prompt, default_stop, refine_prompt
 from raysys.recipes import steps
 from raysys.recipes.critique_config import CritiqueConfig
-from raysys.recipes.model_steps import response_text
+from raysys.prompts import response_text
 from raysys.recipes.steps import StepContext
 
 

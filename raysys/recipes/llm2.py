@@ -89,17 +89,18 @@ def _explored_pairs(cfg: LLM2Config, ctx: StepContext, explore: pa.Table,
 
     def fn(out: Path) -> None:
         run_map(rows, keys=[r["id"] for r in rows], spec=spec, method="explore",
-                group=lambda: ctx.groups.get("explorer", ExplorerActor, llm, expert, cfg.explore),
+                group=lambda: ctx.groups.get("explorer", ExplorerActor, llm, expert, cfg.explore,
+                                             cfg.template),
                 out_dir=out, cluster=ctx.cluster, label="token_pairs", chunk_rows=32,
                 request={"llm": asdict(llm), "expert": expert and asdict(expert),
-                         "explore": asdict(cfg.explore)},
+                         "explore": asdict(cfg.explore), "template": cfg.template},
                 summarize=_pairs_summary)
     res = ctx.rd.stage("token_pairs", kind="token_pairs", phase="sampling", fn=fn)
     return load_generated(res.path, spec).to_pylist()
 
 
 def _imported_pairs(cfg: LLM2Config, ctx: StepContext, llm: ModelSpec) -> list[dict]:
-    """The authors' JSONL, every triple checked against the LLM's chat rendering."""
+    """The authors' JSONL, every triple checked against the LLM's rendering of its messages."""
     from raysys.data.formats import import_llm2_jsonl
     from raysys.data.io import read_stage, write_stage
     from raysys.models.loading import load_tokenizer

@@ -82,9 +82,11 @@ class LLM2Config:
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     verifier_train: TrainConfig = field(default_factory=_verifier_train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    # chat: the model's chat template (the format token pairs are rendered in, so the verifier
-    # scores tokens in the context it saw in training); real instruct models use it too.
-    template: Literal["chat"] = "chat"
+    # The prompt format of exploration and decoding alike, so the verifier scores tokens in the
+    # context it was trained in. chat: the model's chat template (instruct models, the authors'
+    # setting); zero_shot: "Question: q\nAnswer:" with the solution after one space, token
+    # pairs rendered as text (base models trained on Q/A text, like the tiny demo's).
+    template: Literal["chat", "zero_shot"] = "chat"
     greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=512))
     engine: EngineConfig = field(default_factory=EngineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -95,9 +97,11 @@ class LLM2Config:
         self.explore.check_expert(self.models.expert, "explore", "models.expert")
         if self.models.llm.path == "tiny" and self.tiny is None:
             raise ConfigError("tiny: required when models.llm.path is 'tiny'")
-        if self.tiny is not None and self.tiny.pretrain_format != "chat":
-            raise ConfigError("tiny.pretrain_format: expected 'chat' (LLM2 renders token pairs "
-                              "and decodes with the chat template)")
+        want = "chat" if self.template == "chat" else "qa"
+        if self.tiny is not None and self.tiny.pretrain_format != want:
+            raise ConfigError(f"tiny.pretrain_format: expected {want!r} with template "
+                              f"{self.template!r} (the tiny LLM must be trained in the format it "
+                              f"is explored and decoded in)")
         if self.greedy.temperature != 0.0:
             raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
         if self.engine.kind == "guided":

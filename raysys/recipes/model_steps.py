@@ -13,6 +13,7 @@ from typing import Any, Literal
 from raysys.config import ConfigError, ModelSpec
 from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
+from raysys.prompts import response_text
 from raysys.recipes.steps import StepContext
 from raysys.training.config import LoraConfig, TrainConfig
 
@@ -71,11 +72,6 @@ class TinyModel:
                 raise ConfigError(f"{_key(path, 'pretrain_options')}.{k}: unknown option (known: "
                                   "max_operand, max_steps, min_steps, ops)")
         self.pretrain.check_stage(_key(path, "pretrain"))
-
-
-def response_text(text: str) -> str:
-    """Responses follow ``Answer:`` after one space, as in the few-shot demo blocks."""
-    return " " + text.strip()
 
 
 def spec_at(path: Path, like: ModelSpec) -> ModelSpec:

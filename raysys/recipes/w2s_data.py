@@ -11,7 +11,7 @@ import pyarrow as pa
 from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
 from raysys.pipeline import load_state
-from raysys.recipes.model_steps import response_text
+from raysys.prompts import response_text
 from raysys.recipes.steps import StepContext
 from raysys.recipes.w2s_pairs import Labeled
 

@@ -28,7 +28,7 @@ from raysys.config import ModelSpec
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes import w2s_data as w2s
-from raysys.recipes.model_steps import response_text
+from raysys.prompts import response_text
 from raysys.recipes.steps import EvalRow, RecipeResult, StepContext
 from raysys.recipes.w2s_config import W2SConfig
 from raysys.recipes.w2s_pairs import Labeled, PairRule, build_stage1, build_stage2, labels_accuracy

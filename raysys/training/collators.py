@@ -166,6 +166,29 @@ def render_chat_ids(messages: list[dict[str, str]], tokenizer: Any) -> list[int]
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+RENDERS = ("chat", "text")
+
+
+def render_pair_ids(messages: list[dict[str, str]], tokenizer: Any, render: str | None) -> list[int]:
+    """Token ids a ``token_pairs`` row's positions index into.
+
+    ``chat`` (or None, the authors' files): :func:`render_chat_ids`. ``text``: the user turn
+    is an already formatted prompt and the assistant turn its response, tokenized exactly as
+    :func:`tokenize_sft` does (prompt with BOS, response, EOS): the rendering of models trained
+    and decoded with plain prompt templates (``zero_shot``), whose verifier must score tokens
+    in the context the decoder builds.
+    """
+    if render in (None, "chat"):
+        return render_chat_ids(messages, tokenizer)
+    if render != "text":
+        raise DataError(f"token_pairs render {render!r}: expected one of {RENDERS}")
+    if len(messages) != 2:
+        raise DataError(f"token_pairs render 'text': expected [prompt, response] messages, got "
+                        f"{len(messages)}")
+    return encode_prompt(tokenizer, messages[0]["content"]) + \
+        encode_response(tokenizer, messages[1]["content"])
+
+
 def _parse_messages(row: dict[str, Any], index: int) -> list[dict[str, str]]:
     raw = row.get("messages")
     if raw is None:
@@ -226,7 +249,7 @@ def tokenize_token_pairs(rows: list[dict[str, Any]], tokenizer: Any, max_len: in
                          overflow: Overflow = "truncate") -> tuple[list[Example], dict[str, int]]:
     """Tokenize ``token_pairs`` rows into ``{"input_ids", "samples"}`` examples.
 
-    Messages are rendered by :func:`render_chat_ids`. Truncation keeps the first ``max_len``
+    Messages are rendered by :func:`render_pair_ids` (the row's ``render``). Truncation keeps the first ``max_len``
     tokens and drops samples at positions ``>= max_len`` (counted in ``stats["samples_dropped"]``);
     an example left with no sample is dropped. ``overflow="drop"`` drops over-long examples.
     """
@@ -234,7 +257,7 @@ def tokenize_token_pairs(rows: list[dict[str, Any]], tokenizer: Any, max_len: in
     stats = {**_new_stats(), "samples_dropped": 0}
     examples: list[Example] = []
     for i, row in enumerate(rows):
-        ids = render_chat_ids(_parse_messages(row, i), tokenizer)
+        ids = render_pair_ids(_parse_messages(row, i), tokenizer, row.get("render"))
         samples = _parse_samples(row, i, ids, len(tokenizer))
         over = len(ids) > max_len
         if over and overflow == "drop":

@@ -54,7 +54,11 @@ def _check_row(row: dict[str, Any], table_kind: str, where: str) -> dict[str, An
         if not isinstance(samples, list) or not all(
                 isinstance(s, (list, tuple)) and len(s) == 3 for s in samples):
             raise DataError(f"{where}: 'samples' must be a list of [position, gt_token, neg_token]")
-        return {"messages": msgs, "samples": [list(map(int, s)) for s in samples]}
+        render = row.get("render")
+        if render not in (None, "chat", "text"):
+            raise DataError(f"{where}: 'render' must be 'chat' or 'text', got {render!r}")
+        return {"messages": msgs, "samples": [list(map(int, s)) for s in samples],
+                "render": render}
     out = {f: row[f] for f in need}
     meta = row.get("meta")
     if meta:

@@ -9,6 +9,7 @@ Train restores its checkpoint manager from storage); a finished run is not retra
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -71,7 +72,69 @@ def prebuild_cpu_comm_op() -> None:
         build_shm_op()
 
 
-def _fit_pinned_to_this_cluster(trainer: Any) -> Any:
+def train_progress_line(name: str, m: dict[str, Any], n_steps: int, elapsed_s: float) -> str:
+    """The driver's line for the latest logged step ``m`` (``step``, ``loss``,
+    ``samples_per_s``) of an ``n_steps`` run: step/total, loss, rate and ETA; ``elapsed_s``
+    is the wall time since :func:`train` started the workers (start-up included)."""
+    from raysys.console import fmt_duration, progress_text
+
+    step = int(m["step"])
+    text = progress_text(f"train {name}", step, n_steps, float(m.get("elapsed_s") or 0.0),
+                         unit="steps")
+    loss = m.get("loss")
+    sps = m.get("samples_per_s")
+    return (text + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+            + (f", {sps:.1f} samples/s" if isinstance(sps, (int, float)) else "")
+            + f" (running {fmt_duration(elapsed_s)})")
+
+
+def last_metrics(path: Path) -> dict[str, Any] | None:
+    """The last complete JSON line of rank 0's ``metrics.jsonl`` (None when absent or empty;
+    a line being written is skipped)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(m, dict) and "step" in m:
+            return m
+    return None
+
+
+def _wait_with_progress(ref: Any, name: str, metrics_path: Path, n_steps: int,
+                        every_s: float | None = None, poll_s: float = 2.0) -> Any:
+    """``ray.get(ref)`` while logging a bounded number of progress lines from the metrics
+    rank 0 writes: one when training passes half its steps, and one every ``every_s`` (default
+    :func:`raysys.console.heartbeat_s`) of wall time; a worker's per-step lines stay in its
+    own log."""
+    import time
+
+    import ray
+
+    from raysys.console import fmt_duration, heartbeat_s
+
+    every = heartbeat_s() if every_s is None else every_s
+    t0 = time.monotonic()
+    next_line, halfway_shown = t0 + every, False
+    while True:
+        ready, _ = ray.wait([ref], timeout=poll_s)
+        if ready:
+            return ray.get(ref)
+        now = time.monotonic()
+        m = last_metrics(metrics_path)
+        halfway = m is not None and not halfway_shown and n_steps / 2 <= m["step"] < n_steps
+        if halfway or now >= next_line:
+            log.info(train_progress_line(name, m, n_steps, now - t0) if m else
+                     f"train {name}: starting workers ({fmt_duration(now - t0)})")
+            halfway_shown = halfway_shown or halfway
+            next_line = now + every
+
+
+def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | None = None) -> Any:
     """Run ``trainer.fit()`` in a task whose environment names this cluster's address.
 
     Ray Train's placement-group cleaner finds "the" cluster through the State API; on a
@@ -87,7 +150,8 @@ def _fit_pinned_to_this_cluster(trainer: Any) -> Any:
     def fit(t: Any) -> Any:
         return t.fit()
 
-    return ray.get(fit.options(runtime_env={"env_vars": {"RAY_ADDRESS": address}}).remote(trainer))
+    ref = fit.options(runtime_env={"env_vars": {"RAY_ADDRESS": address}}).remote(trainer)
+    return ray.get(ref) if progress is None else _wait_with_progress(ref, *progress)
 
 
 def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -135,6 +199,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     from raysys.training.worker import train_loop_per_worker
 
     from raysys.training.kinds import get_kind
+    from raysys.training.schedule import total_steps
 
     cfg.require_run_fields()
     kind = get_kind(cfg.kind)
@@ -147,7 +212,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
     if len(examples) < global_batch:
         raise DataError(f"{cfg.data}: {len(examples)} examples, fewer than one global batch of "
                         f"{global_batch} (num_workers x micro_batch_size x grad_accum)")
-    log.info("training data: %s", stats)
+    log.debug("training data: %s", stats)
     work_dir = resolve_work_dir(cfg, run_dir)
     state_dir = work_dir / f"{cfg.name}-files"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +235,9 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     try:
-        result = _fit_pinned_to_this_cluster(trainer)
+        result = _fit_pinned_to_this_cluster(
+            trainer, (cfg.name, state_dir / "metrics.jsonl",
+                      total_steps(len(examples), global_batch, cfg.epochs, cfg.max_steps)))
     except Exception as e:  # noqa: BLE001 - re-raised: a user error as itself, else one line
         from ray.train import TrainingFailedError
 

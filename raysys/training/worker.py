@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from raysys.pipeline.live_metrics import run_name, training_step
 from raysys.training.config import TrainConfig
 from raysys.training.kinds import TrainingKind, get_kind, load_model, register_kind, with_lora
 from raysys.training.schedule import lr_factor, micro_batches, total_steps
@@ -219,12 +220,17 @@ def _train_step(run: _Run, step: int) -> dict[str, Any]:
 
 
 def _log_step(run: _Run, metrics: dict[str, Any], start_step: int) -> None:
-    """Rank 0: one metrics line, and a progress line through logging (Ray Train routes worker
-    logs to the driver's console and the dashboard; a print would appear twice)."""
+    """Rank 0: one metrics line, a progress line through logging (Ray Train routes worker
+    logs to the driver's console and the dashboard; a print would appear twice), and the step's
+    live metrics (Prometheus gauges tagged with the stage name and run)."""
     with run.metrics_path.open("a") as f:
         f.write(json.dumps(metrics) + "\n")
     logging.getLogger("raysys.training").info(
         progress_line(run.cfg.name, metrics, run.n_steps, start_step))
+    # The Ray dashboard / Prometheus view of the same step (cluster/grafana-raysys.json).
+    training_step(run.cfg.name, metrics["step"], metrics["loss"], metrics["step_time_s"],
+                  metrics.get("tokens_per_s"), total_steps=run.n_steps,
+                  run=run_name(run.metrics_path.parent))
 
 
 def progress_line(name: str, m: dict[str, Any], n_steps: int, start_step: int) -> str:

@@ -88,13 +88,22 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(tmp_path: Path) ->
     assert "held-out pairs: verifier ranks gold above the negative" in report
     diffs = _section(report, "Guided minus plain (paired bootstrap)")
     assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
-    # every explored problem has a row; pairs index the gold token of the chat rendering
+    # every explored problem has a row; pairs index the gold token of the zero-shot text
+    # rendering, whose prompt is exactly the one the decoder is given
     pairs = json.loads((run_dir / "iter_0" / "token_pairs" / "_MANIFEST.json").read_text())
     assert pairs["rows"] == 64 and pairs["metrics"]["pairs"] > 0
     from raysys.models.loading import load_tokenizer
-    from raysys.training.collators import render_chat_ids
+    from raysys.prompts import build_prompt
+    from raysys.training.collators import render_pair_ids
 
     tok = load_tokenizer(str(run_dir / "models" / "llm_pretrained"))
+    questions = pq.read_table(run_dir / "iter_0" / "problems_test").column("question").to_pylist()
+    decoded = pq.read_table(run_dir / "iter_0" / "eval_plain").column("prompt").to_pylist()
+    assert set(decoded) == {build_prompt(q, "zero_shot") for q in questions}
     for r in pq.read_table(run_dir / "iter_0" / "token_pairs").to_pylist()[:10]:
-        ids = render_chat_ids(json.loads(r["messages"]), tok)
+        assert r["render"] == "text"
+        messages = json.loads(r["messages"])
+        assert messages[0]["content"].startswith("Question: ") and \
+            messages[0]["content"].endswith("\nAnswer:")
+        ids = render_pair_ids(messages, tok, r["render"])
         assert all(ids[p] == gt and neg != gt for p, gt, neg in r["samples"])

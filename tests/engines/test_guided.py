@@ -131,14 +131,18 @@ def test_kv_cached_scores_equal_a_full_forward(verifier_dir: Path, prefill: bool
 
 def test_beta_zero_is_plain_greedy(varied_model_dir: Path, verifier_dir: Path,
                                    prompts: list[str], hf_greedy) -> None:
-    engine = GuidedEngine(str(varied_model_dir), str(verifier_dir), beta=0.0, batch_size=8)
-    out = engine.generate(prompts, GREEDY)
-    assert [c[0].token_ids for c in out] == [c[0].token_ids for c in hf_greedy]
-    assert [c[0].text for c in out] == [c[0].text for c in hf_greedy]
-    for mine, theirs in zip(out, hf_greedy):
-        assert mine[0].token_logprobs == pytest.approx(theirs[0].token_logprobs, abs=1e-5)
-    # The verifier really ran: one call per step, many candidates per call.
-    assert engine.stats.verifier_calls == GREEDY.max_new_tokens
+    # beta 0 skips the verifier (it could only add zeros); a negligible beta runs the whole
+    # scoring path (prefill, candidate scoring, cache keep/select), which must not disturb
+    # the LLM's own decoding either.
+    for beta, calls in ((0.0, 0), (1e-9, GREEDY.max_new_tokens)):
+        engine = GuidedEngine(str(varied_model_dir), str(verifier_dir), beta=beta, batch_size=8)
+        out = engine.generate(prompts, GREEDY)
+        assert [c[0].token_ids for c in out] == [c[0].token_ids for c in hf_greedy]
+        assert [c[0].text for c in out] == [c[0].text for c in hf_greedy]
+        for mine, theirs in zip(out, hf_greedy):
+            assert mine[0].token_logprobs == pytest.approx(theirs[0].token_logprobs, abs=1e-5)
+        assert engine.stats.verifier_calls == calls
+    # The verifier really ran at beta 1e-9: many candidates per call.
     assert engine.stats.candidates_per_call > 2 * len(prompts)
 
 

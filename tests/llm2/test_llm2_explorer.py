@@ -101,7 +101,8 @@ def test_column_batches_as_ray_data_passes_them(explorer: TokenExplorer) -> None
     ref = explorer(rows)
     cols = {k: np.array([r[k] for r in rows]) for k in ("id", "question", "gold_solution")}
     assert explorer.call_columns(cols) == {"messages": [r["messages"] for r in ref],
-                                           "samples": [r["samples"] for r in ref]}
+                                           "samples": [r["samples"] for r in ref],
+                                           "render": ["chat"] * len(ref)}
 
 
 def test_output_independent_of_batch_size_and_order(tiny_model_dir: Path,
@@ -175,3 +176,72 @@ def test_llm2_jsonl_round_trip_checks_every_triple(explorer: TokenExplorer,
     cut = import_llm2_jsonl(path, tokenizer=tok, max_len=pos)
     kept = cut.column("samples").to_pylist()[1]
     assert kept == [s for s in second["samples"] if s[0] < pos] and len(kept) < 3
+
+
+# --- zero_shot template: token pairs rendered as text, in the decoder's context ----------------
+
+
+@pytest.fixture(scope="module")
+def text_explorer(tiny_model_dir: Path) -> TokenExplorer:
+    return TokenExplorer(ModelSpec(str(tiny_model_dir)), None, CFG, device="cpu",
+                         template="zero_shot")
+
+
+def test_text_rendering_is_the_decoders_context(text_explorer: TokenExplorer) -> None:
+    from raysys.prompts import build_prompt
+    from raysys.training.collators import encode_prompt, render_pair_ids, tokenize_sft
+
+    tok = text_explorer.tokenizer
+    row = _problems(1, seed=5)[0]
+    messages = row_messages(row, 0, "zero_shot")
+    prompt = build_prompt(row["question"], "zero_shot")
+    assert messages == [{"role": "user", "content": prompt},
+                        {"role": "assistant", "content": " " + row["gold_solution"]}]
+    ids = render_pair_ids(messages, tok, "text")
+    # exactly the ids SFT trains on (prompt with BOS, response, EOS) ...
+    sft, _ = tokenize_sft([{"prompt": prompt, "response": " " + row["gold_solution"]}], tok, 512)
+    assert ids == sft[0]["input_ids"]
+    # ... and the prompt part is what the engines encode before decoding
+    start = len(encode_prompt(tok, prompt))
+    assert ids[:start] == encode_prompt(tok, prompt)
+    assert tok.decode(ids[start:]) == " " + row["gold_solution"] + "<|eos|>"
+
+
+def test_text_pairs_index_the_response(text_explorer: TokenExplorer) -> None:
+    from raysys.training.collators import encode_prompt, render_pair_ids, tokenize_token_pairs
+
+    tok = text_explorer.tokenizer
+    out = text_explorer(_problems(10, seed=6))
+    assert out and all(r["render"] == "text" for r in out)
+    for r in out:
+        messages = json.loads(r["messages"])
+        ids = render_pair_ids(messages, tok, "text")
+        start = len(encode_prompt(tok, messages[0]["content"]))
+        assert all(ids[pos] == gt and start <= pos < len(ids) for pos, gt, _ in r["samples"])
+    # training reads the row's render: the same ids, every sample kept
+    examples, stats = tokenize_token_pairs(out, tok, 512)
+    assert stats["kept"] == len(out)
+    assert [e["input_ids"] for e in examples] == \
+        [render_pair_ids(json.loads(r["messages"]), tok, "text") for r in out]
+    # rendered as chat instead, the same triples would not index their gold tokens
+    with pytest.raises(DataError, match="rendered token at position"):
+        tokenize_token_pairs([{**out[0], "render": "chat"}], tok, 512)
+
+
+def test_text_rows_round_trip_through_the_jsonl(text_explorer: TokenExplorer,
+                                                tmp_path: Path) -> None:
+    out = text_explorer(_problems(4, seed=7))
+    path = export_llm2_jsonl(conform(out, "token_pairs"), tmp_path / "pairs.jsonl")
+    back = import_llm2_jsonl(path, tokenizer=text_explorer.tokenizer)
+    assert back.column("render").to_pylist() == ["text"] * len(out)
+    assert back.column("samples").to_pylist() == [r["samples"] for r in out]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": json.loads(out[0]["messages"]),
+                               "samples": out[0]["samples"], "render": "html"}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: field 'render' must be"):
+        import_llm2_jsonl(bad, tokenizer=text_explorer.tokenizer)
+
+
+def test_unknown_template_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="template: expected 'chat' or 'zero_shot'"):
+        TokenExplorer(ModelSpec(str(tiny_model_dir)), None, CFG, device="cpu", template="few_shot")

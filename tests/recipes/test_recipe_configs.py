@@ -36,7 +36,9 @@ def test_real_model_configs_load_with_paths_set(tiny_model_dir: Path, shared_dat
     ("llm2_demo_quick", ["decode.beta=-1"], r"decode\.beta: expected a finite value >= 0"),
     ("llm2_demo_quick", ["decode.maj_k=1"], r"decode\.maj_k: expected 0 \(off\) or >= 2"),
     ("llm2_demo_quick", ["explore.mode=contrast"], r"explore\.mode: 'contrast' needs an expert model"),
-    ("llm2_demo_quick", ["tiny.pretrain_format=qa"], r"tiny\.pretrain_format: expected 'chat'"),
+    ("llm2_demo_quick", ["tiny.pretrain_format=chat"], r"tiny\.pretrain_format: expected 'qa' with template 'zero_shot'"),
+    ("llm2_demo_quick", ["template=chat"], r"tiny\.pretrain_format: expected 'chat' with template 'chat'"),
+    ("llm2_demo_quick", ["template=few_shot"], r"template"),
     ("llm2_demo_quick", ["verifier_train.kind=sft"], r"verifier_train\.kind: set by the recipe"),
 ])
 def test_bad_values_name_the_key(name: str, sets: list[str], message: str) -> None:

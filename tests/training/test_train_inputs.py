@@ -111,3 +111,25 @@ def test_relative_paths_reach_workers_absolute(tiny_model_dir: Path, tmp_path: P
                                                       "out": "runs/out"}))
     assert (cfg.model, cfg.data, cfg.out) == (str(tmp_path / "m"), str(tmp_path / "sft.jsonl"),
                                               str(tmp_path / "runs" / "out"))
+
+
+def test_token_pairs_rows_keep_their_render(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A text-rendered token_pairs file trains on the text ids (the chat rendering would put
+    other tokens at those positions); an unknown render names the file and line."""
+    from raysys.models.loading import load_tokenizer
+    from raysys.training.collators import render_pair_ids
+    from raysys.training.data import tokenize_rows
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    messages = [{"role": "user", "content": "Question: 2+3?\nAnswer:"},
+                {"role": "assistant", "content": " 2+3=5\n#### 5"}]
+    ids = render_pair_ids(messages, tok, "text")
+    pos = len(ids) - 3
+    row = {"messages": messages, "samples": [[pos, ids[pos], (ids[pos] + 1) % len(tok)]],
+           "render": "text"}
+    (loaded,) = load_rows(write_jsonl(tmp_path / "t.jsonl", [row]), "verifier")
+    assert loaded["render"] == "text"
+    examples, _ = tokenize_rows("verifier", [loaded], tok, 512, "truncate", "t.jsonl")
+    assert examples[0]["input_ids"] == ids
+    with pytest.raises(DataError, match=r"b\.jsonl:1: 'render' must be 'chat' or 'text'"):
+        load_rows(write_jsonl(tmp_path / "b.jsonl", [{**row, "render": "xml"}]), "verifier")

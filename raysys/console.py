@@ -1,0 +1,349 @@
+"""What a run prints: raysys's own short lines on the console, everything else in ``RUN_DIR/logs``.
+
+Quiet (the default) for a run started from the CLI:
+
+- the console gets only ``raysys.*`` log records at INFO and above, one short line each
+  (``HH:MM:SS message``), and the command's result (printed after the run, streams restored);
+  per-part progress lines are throttled to one per :data:`HEARTBEAT_S` per stage;
+- ``RUN_DIR/logs/driver.log`` gets the driver's full log: every logger (Ray, DeepSpeed,
+  transformers, ...) at INFO, raysys at DEBUG, and whatever the driver process or its child
+  processes print (``sys.stdout`` / ``sys.stderr`` and file descriptors 1 and 2 point at it);
+- Ray starts with ``log_to_driver=False``, so worker and actor output stays in Ray's session
+  logs; ``RUN_DIR/logs/ray_session.txt`` names that directory (and ``logs/ray_session`` links
+  to it when it is on this machine).
+
+``--verbose`` keeps today's behaviour: library output and worker logs on the console, and
+driver.log still written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("raysys.console")
+
+CONSOLE_DATEFMT = "%H:%M:%S"
+CONSOLE_FORMAT = "%(asctime)s %(message)s"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A raysys log line as the console shows it (tests check every console line against this).
+CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")
+LOGS_DIR = "logs"
+DRIVER_LOG = "driver.log"
+RAY_SESSION_FILE = "ray_session.txt"
+# Progress lines (per landed part, per training step) reach the console at most this often per
+# stage (RAYSYS_PROGRESS_EVERY_S overrides); every one of them is in driver.log. A minute keeps
+# the quick demo under 40 lines even on a loaded machine.
+HEARTBEAT_ENV = "RAYSYS_PROGRESS_EVERY_S"
+HEARTBEAT_S = 60.0
+# A record from these loggers (a stage finished) starts the next stage's progress clock.
+STAGE_LOGGERS = ("raysys.pipeline.run_dir",)
+PROGRESS_LOGGERS = ("raysys.distributed.stage_writer", "raysys.distributed.generation")
+# raysys loggers whose INFO lines are detail (actor groups starting, weights served in place):
+# driver.log only unless --verbose; their warnings still reach the console.
+DETAIL_LOGGERS = ("raysys.distributed.actors", "raysys.distributed.roles")
+
+
+@dataclass
+class _Session:
+    logs: Path
+    verbose: bool
+
+
+_SESSION: _Session | None = None
+
+
+def heartbeat_s(environ: dict[str, str] | None = None) -> float:
+    """Seconds between a stage's console progress lines: ``RAYSYS_PROGRESS_EVERY_S`` or
+    :data:`HEARTBEAT_S`; a bad value is a ConfigError naming the variable."""
+    from raysys.config import ConfigError
+
+    raw = (os.environ if environ is None else environ).get(HEARTBEAT_ENV)
+    if raw is None or raw == "":
+        return HEARTBEAT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or not math.isfinite(value):
+        raise ConfigError(f"{HEARTBEAT_ENV}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def active_logs_dir() -> Path | None:
+    """``RUN_DIR/logs`` of the run this process is logging, or None outside one."""
+    return _SESSION.logs if _SESSION else None
+
+
+def ray_log_to_driver() -> bool:
+    """``log_to_driver`` for ``ray.init``: False only inside a quiet run (worker output then
+    stays in Ray's session logs instead of flooding the console)."""
+    return _SESSION is None or _SESSION.verbose
+
+
+# ------------------------------------------------------------------------------------------
+# Progress text (pure)
+# ------------------------------------------------------------------------------------------
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``42s`` / ``3m05s`` / ``1h02m``; ``?`` when unknown (None, NaN or infinite)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def rate_eta(done: int, total: int, elapsed_s: float, start_done: int = 0) -> tuple[float | None, float | None]:
+    """Units per second over this invocation (``done - start_done`` in ``elapsed_s``) and the
+    seconds left for ``total - done`` at that rate; None where not yet measurable."""
+    new = done - start_done
+    if new <= 0 or elapsed_s <= 0:
+        return None, None
+    rate = new / elapsed_s
+    return rate, max(0, total - done) / rate
+
+
+def progress_text(label: str, done: int, total: int, elapsed_s: float, *, start_done: int = 0,
+                  unit: str = "rows") -> str:
+    """``label: done/total unit (pct%), rate unit/s, ETA t`` (rate and ETA over this
+    invocation's work, so a resumed stage's earlier rows do not inflate the rate)."""
+    rate, eta = rate_eta(done, total, elapsed_s, start_done)
+    pct = f" ({100 * done / total:.0f}%)" if total > 0 else ""
+    speed = f", {rate:.3g} {unit}/s, ETA {fmt_duration(eta)}" if rate is not None else ""
+    return f"{label}: {done}/{total} {unit}{pct}{speed}"
+
+
+# ------------------------------------------------------------------------------------------
+# Handlers and filters
+# ------------------------------------------------------------------------------------------
+
+
+class RaysysOnly(logging.Filter):
+    """Pass raysys's own records (logger ``raysys`` and below), but INFO of ``detail``
+    loggers only from WARNING up."""
+
+    def __init__(self, detail: tuple[str, ...] = DETAIL_LOGGERS) -> None:
+        super().__init__()
+        self.detail = detail
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self.detail and record.levelno < logging.WARNING:
+            return False
+        return record.name == "raysys" or record.name.startswith("raysys.")
+
+
+class Throttle(logging.Filter):
+    """Progress records of ``loggers``: at most one per ``every_s`` per label (the text before
+    the first ``:``), the first only ``every_s`` after that label's first record; a record of
+    ``reset_on`` (a stage ended) restarts every clock. Other records pass."""
+
+    def __init__(self, loggers: tuple[str, ...] = PROGRESS_LOGGERS, every_s: float | None = None,
+                 reset_on: tuple[str, ...] = STAGE_LOGGERS) -> None:
+        super().__init__()
+        self.loggers, self.reset_on = loggers, reset_on
+        self.every_s = heartbeat_s() if every_s is None else every_s
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self.reset_on:
+            self.last.clear()
+        if record.name not in self.loggers:
+            return True
+        label = str(record.getMessage()).split(":", 1)[0]
+        now = record.created
+        last = self.last.setdefault(label, now)
+        if now - last < self.every_s:
+            return False
+        self.last[label] = now
+        return True
+
+
+def console_handler(stream: IO[str], verbose: bool) -> logging.Handler:
+    """The console's handler: short lines; raysys only (throttled progress) unless verbose."""
+    h = logging.StreamHandler(stream)
+    h.setFormatter(logging.Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT))
+    h.setLevel(logging.INFO)
+    if not verbose:
+        h.addFilter(RaysysOnly())
+        h.addFilter(Throttle())
+    return h
+
+
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+
+
+def _quiet_libraries() -> dict[str, str | None]:
+    """Library progress bars off (they are noise even in a log file; the env reaches the
+    local Ray workers too); warnings into logging. Returns the env values to restore."""
+    saved = {k: os.environ.get(k) for k in QUIET_ENV}
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        # transformers logs through its own stderr handler and does not propagate: route its
+        # records through the root logger (-> driver.log) for the run instead.
+        hf_logging.disable_default_handler()
+        hf_logging.enable_propagation()
+    with contextlib.suppress(ImportError):
+        import datasets
+        datasets.disable_progress_bars()
+    logging.captureWarnings(True)      # warnings -> logger py.warnings -> driver.log only
+    return saved
+
+
+def _restore_transformers() -> None:
+    """Undo :func:`_quiet_libraries`' routing of transformers' logger (its defaults)."""
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_propagation()
+        hf_logging.enable_default_handler()
+
+
+def _retarget(old: tuple[Any, ...], new: IO[str]) -> list[tuple[logging.StreamHandler, Any]]:
+    """Point every existing StreamHandler writing to one of ``old`` at ``new``; return what to
+    undo. (Handlers created at import, before the redirect, hold the real streams.)"""
+    changed = []
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            # handlers whose stream is a property (logging's lastResort, Ray's) already
+            # follow sys.stderr at emit time
+            if isinstance(h, logging.StreamHandler) and "stream" in vars(h) \
+                    and any(h.stream is s for s in old):
+                changed.append((h, h.stream))
+                h.stream = new
+    return changed
+
+
+@contextlib.contextmanager
+def _redirect_output(target: IO[str], capture_fds: bool) -> Iterator[IO[str]]:
+    """Send this process's stdout/stderr (Python streams, and fds 1/2 when ``capture_fds``:
+    C++ and child-process output too) to ``target``; yield a stream to the real console."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds: list[tuple[int, int]] = []
+    console: IO[str] = sys.stdout
+    if capture_fds:
+        try:
+            for fd in (1, 2):
+                saved_fds.append((fd, os.dup(fd)))
+        except OSError:
+            saved_fds = []
+        if saved_fds:
+            console = os.fdopen(os.dup(saved_fds[0][1]), "w", buffering=1)
+            for fd, _ in saved_fds:
+                os.dup2(target.fileno(), fd)
+    old_streams = (sys.stdout, sys.stderr)
+    changed = _retarget((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__), target)
+    sys.stdout = sys.stderr = target
+    try:
+        yield console
+    finally:
+        sys.stdout, sys.stderr = old_streams
+        for h, stream in changed:
+            h.stream = stream
+        target.flush()
+        for fd, copy in saved_fds:
+            os.dup2(copy, fd)
+            os.close(copy)
+        if console is not old_streams[0]:
+            console.close()
+
+
+@contextlib.contextmanager
+def run_logging(run_dir: str | Path, *, verbose: bool = False,
+                capture_fds: bool = True) -> Iterator[Path]:
+    """Log one run: console lines (see module doc) and ``RUN_DIR/logs/driver.log``; yield the
+    logs dir. Everything is restored on exit, before an error propagates, so the CLI's one-line
+    error (or a bug's traceback) reaches the console; driver.log keeps the traceback too."""
+    global _SESSION
+    logs = Path(run_dir).expanduser().absolute() / LOGS_DIR
+    logs.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    raysys_logger = logging.getLogger("raysys")
+    saved = (root.level, raysys_logger.level, _SESSION)
+    driver = open(logs / DRIVER_LOG, "a", buffering=1, encoding="utf-8")   # noqa: SIM115
+    file_h = logging.StreamHandler(driver)
+    file_h.setFormatter(logging.Formatter(FILE_FORMAT))
+    file_h.setLevel(logging.DEBUG)
+    root.setLevel(logging.INFO)
+    raysys_logger.setLevel(logging.DEBUG)
+    root.addHandler(file_h)
+    handlers: list[logging.Handler] = [file_h]
+    saved_env: dict[str, str | None] = {}
+    try:
+        if verbose:
+            con = console_handler(sys.stderr, verbose=True)
+            root.addHandler(con)
+            handlers.append(con)
+            _SESSION = _Session(logs, True)
+            yield logs
+            return
+        saved_env = _quiet_libraries()
+        with _redirect_output(driver, capture_fds) as console:
+            con = console_handler(console, verbose=False)
+            root.addHandler(con)
+            handlers.append(con)
+            _SESSION = _Session(logs, False)
+            try:
+                yield logs
+            except BaseException:
+                log.debug("run failed", exc_info=True)
+                raise
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+        root.setLevel(saved[0])
+        raysys_logger.setLevel(saved[1])
+        _SESSION = saved[2]
+        logging.captureWarnings(False)
+        _restore_transformers()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        driver.close()
+
+
+def record_ray_session(logs: Path | None = None) -> Path | None:
+    """Write where this Ray session keeps its logs (worker and actor output) into
+    ``logs/ray_session.txt`` and link ``logs/ray_session`` to it when it exists here; return the
+    session's logs dir. Uses the public runtime context (temp dir + session name)."""
+    import ray
+
+    logs = logs or active_logs_dir()
+    if logs is None or not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    session_logs = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
+    (logs / RAY_SESSION_FILE).write_text(f"{session_logs}\n")
+    link = logs / "ray_session"
+    if session_logs.is_dir():
+        with contextlib.suppress(OSError):
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(session_logs, target_is_directory=True)
+    log.debug("Ray session logs: %s", session_logs)
+    return session_logs
+
+
+def elapsed_since(t0: float) -> str:
+    """Wall time since ``time.monotonic()`` value ``t0``, formatted."""
+    return fmt_duration(time.monotonic() - t0)

@@ -1,0 +1,125 @@
+"""Hang detection on a real local Ray: an actor group call that makes no progress for
+``cluster.stall_timeout_s`` fails with a ``StageError`` naming the stage, within that time; a
+slow call that keeps making progress does not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raysys.config import ClusterConfig, ConfigError, ModelSpec, from_dict
+from raysys.distributed.actors import ActorGroup, RoleActor, StallError
+from raysys.distributed.generation import GenerationSpec, run_map
+from raysys.errors import StageError
+
+TIMEOUT_S = 3.0
+MODEL = ModelSpec(path="no-model")      # RoleActor only records it: nothing is loaded
+
+
+class Napper(RoleActor):
+    """Sleeps as long as each call asks: ``hang`` never returns, ``nap`` sleeps the sum of its
+    items (seconds) and echoes them."""
+
+    def hang(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        time.sleep(3600)
+        return items
+
+    def nap(self, items: list[float]) -> list[float]:
+        time.sleep(sum(items))
+        return items
+
+
+class HungLoader(RoleActor):
+    """A replica whose model load never finishes."""
+
+    def __init__(self, model: ModelSpec) -> None:
+        super().__init__(model)
+        time.sleep(3600)
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    import sys
+
+    import ray
+    from ray import cloudpickle
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # Ray workers cannot import this test module: ship Napper by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address="local", num_cpus=2, object_store_memory=100 * 1024**2,
+             include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def nappers(ray_local: None) -> Iterator[ActorGroup]:
+    """A fresh group per test: a replica stuck in ``hang`` would queue every later call."""
+    # Starting worker processes can take longer than 3 s on a loaded machine: the short
+    # timeout applies to the calls under test only.
+    cluster = ClusterConfig(cpus_per_replica=0.5, max_restarts=0, stall_timeout_s=120)
+    with ActorGroup(Napper, 2, MODEL, cluster=cluster, role="napper") as group:
+        group.stall_timeout_s = TIMEOUT_S
+        yield group
+
+
+def test_a_hung_call_fails_within_the_timeout_naming_role_and_call(nappers: ActorGroup) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(StallError) as err:
+        nappers.map("hang", [{"id": "a"}, {"id": "b"}])
+    waited = time.monotonic() - t0
+    assert TIMEOUT_S <= waited < TIMEOUT_S + 2.0
+    assert str(err.value) == ("napper group (Napper) hang: 2 of 2 call(s) made no progress for 3 s "
+                              "(cluster.stall_timeout_s); a replica, its engine or a collective "
+                              "is hung (see the Ray dashboard / actor logs)")
+    assert isinstance(err.value, StageError)
+
+
+def test_a_map_stage_on_a_hung_group_raises_a_stage_error_naming_the_stage(
+        nappers: ActorGroup, tmp_path: Path) -> None:
+    spec = GenerationSpec("critiques", lambda work, comps: [],
+                          key=lambda r: (f"{r['problem_id']}#{r['sample_idx']}", 0))
+    items = [{"problem_id": "p1", "sample_idx": 0}]
+    t0 = time.monotonic()
+    with pytest.raises(StageError) as err:
+        run_map(items, keys=["p1#0"], spec=spec, method="hang", group=nappers,
+                out_dir=tmp_path / "explore", request={"v": 1}, cluster=ClusterConfig(),
+                label="token_pairs")
+    assert time.monotonic() - t0 < TIMEOUT_S + 2.0
+    msg = str(err.value)
+    assert msg.startswith("stage 'token_pairs': napper group (Napper) hang: 1 of 1 call(s) made "
+                          "no progress for 3 s (cluster.stall_timeout_s)"), msg
+    assert not (tmp_path / "explore" / "_MANIFEST.json").exists()
+
+
+def test_slow_calls_that_keep_making_progress_do_not_time_out(nappers: ActorGroup) -> None:
+    # Replica 0 answers after 2 s, replica 1 after 4 s: longer than the 3 s timeout in all,
+    # but never 3 s without a result.
+    t0 = time.monotonic()
+    assert nappers.map("nap", [2.0, 4.0]) == [2.0, 4.0]
+    assert time.monotonic() - t0 >= 4.0
+
+
+def test_a_group_whose_replicas_never_start_fails_and_frees_its_resources(ray_local: None) -> None:
+    import ray
+
+    cluster = ClusterConfig(cpus_per_replica=0.5, max_restarts=0, stall_timeout_s=TIMEOUT_S)
+    with pytest.raises(StallError, match=r"^loader group \(HungLoader\) start: 1 of 1 call\(s\)"):
+        ActorGroup(HungLoader, 1, MODEL, cluster=cluster, role="loader")
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)                 # the kill and the placement group removal are async
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_stall_timeout_must_be_finite_and_positive() -> None:
+    assert from_dict(ClusterConfig, {"stall_timeout_s": 2}).stall_timeout_s == 2.0
+    with pytest.raises(ConfigError, match=r"^cluster\.stall_timeout_s: expected a finite number "
+                                          r"> 0, got 0\.0$"):
+        from_dict(ClusterConfig, {"stall_timeout_s": 0}, "cluster")
