@@ -26,6 +26,7 @@ from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, de
                                              finalize_parts, land_part, request_fingerprint,
                                              row_keys, run_id, stage_metrics)
 from raysys.engines.base import SamplingParams
+from raysys.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Chunk:
     work: list[dict[str, Any]]
     calls: list[tuple[list[int], list[Any]]] = field(default_factory=list)
     tag: Any = None
+    timeout_s: float = 1800.0    # the group's stall bound (cluster.stall_timeout_s)
 
     @property
     def refs(self) -> list[Any]:
@@ -79,7 +81,8 @@ class StageStream:
             return None
         live = group() if callable(group) and not hasattr(group, "generate") else group
         self.replicas = max(self.replicas, len(live))
-        chunk = Chunk(self, work, tag=tag)
+        chunk = Chunk(self, work, tag=tag,
+                      timeout_s=getattr(live, "stall_timeout_s", None) or 1800.0)
         by_count: dict[int, list[int]] = {}
         for i, w in enumerate(work):
             by_count.setdefault(len(w["idxs"]), []).append(i)
@@ -91,11 +94,15 @@ class StageStream:
 
     def land(self, chunk: Chunk) -> list[dict[str, Any]]:
         """Collect a finished chunk, write it as one part; returns its output rows."""
-        import ray
+        from raysys.distributed.actors import StallError, wait_results
 
         completions: list[Any] = [[] for _ in chunk.work]
         for members, refs in chunk.calls:
-            out = [c for part in ray.get(refs) for c in part]
+            try:
+                parts = wait_results(refs, chunk.timeout_s, "generate")
+            except StallError as e:
+                raise StageError(f"stage '{self.label}': {e}") from None
+            out = [c for part in parts for c in part]
             for i, comps in zip(members, out, strict=True):
                 completions[i] = comps
         table = build_output(self.spec, chunk.work, completions)
@@ -126,7 +133,13 @@ def run_streams(first: list[Chunk | None], on_landed: Callable[[Chunk, list[dict
     inflight = [c for c in first if c is not None]
     while inflight:
         owner = {r.binary(): c for c in inflight for r in c.refs}
-        ready, _ = ray.wait([r for c in inflight for r in c.refs], num_returns=1)
+        timeout = min(c.timeout_s for c in inflight)
+        ready, _ = ray.wait([r for c in inflight for r in c.refs], num_returns=1, timeout=timeout)
+        if not ready:
+            stages = sorted({c.stream.label for c in inflight})
+            raise StageError(f"stage(s) {', '.join(stages)}: no chunk finished for {timeout:g} s "
+                             "(cluster.stall_timeout_s); a replica or its engine is hung (see the "
+                             "Ray dashboard / actor logs)")
         chunk = owner[ready[0].binary()]
         ray.wait(chunk.refs, num_returns=len(chunk.refs))   # the rest of this chunk, if any
         inflight = [c for c in inflight if c is not chunk]

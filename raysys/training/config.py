@@ -60,7 +60,10 @@ class TrainConfig:
     micro_batch_size: int = 4               # examples per worker per forward
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    warmup_ratio: float = 0.0               # linear warmup, then cosine decay to 0
+    warmup_ratio: float = 0.0               # linear warmup, then the lr_schedule
+    # cosine: decay to 0 by the last step; constant: hold the peak (a checkpoint still
+    # mid-learning, e.g. a base model whose mistakes an LLM2 verifier should learn)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     max_len: int = 1024                     # tokens per example (see overflow)
     overflow: Literal["truncate", "drop"] = "truncate"
     seed: int = 0

@@ -12,11 +12,20 @@ import math
 import random
 
 
-def lr_factor(step: int, total_steps: int, warmup_ratio: float) -> float:
-    """Multiplier on the base LR at optimizer step ``step`` (0-based): linear warmup, cosine to 0."""
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(step: int, total_steps: int, warmup_ratio: float, schedule: str = "cosine") -> float:
+    """Multiplier on the base LR at optimizer step ``step`` (0-based): linear warmup, then
+    cosine to 0 (``cosine``) or the peak held to the end (``constant``, as transformers'
+    ``constant_with_warmup``)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule: expected one of {LR_SCHEDULES}, got {schedule!r}")
     warmup = int(round(warmup_ratio * total_steps))
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     decay_steps = max(1, total_steps - warmup)
     progress = min(1.0, (step - warmup) / decay_steps)
     return 0.5 * (1.0 + math.cos(math.pi * progress))

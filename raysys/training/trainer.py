@@ -183,14 +183,17 @@ def _unwrap_worker_error(err: BaseException) -> BaseException:
     return err
 
 
-def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult:
+def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
+          stall_timeout_s: float | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with Ray Train; write ``cfg.out``; return the result.
 
+    ``stall_timeout_s`` (a recipe's ``cluster.stall_timeout_s``) bounds every collective of the
+    workers' process group (Ray Train's default: 1800 s), so a hung all-reduce fails the stage.
     Raises ConfigError / DataError / ModelError for bad input before any worker starts.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from raysys.data.io import DataError
     from raysys.models.loading import load_tokenizer
@@ -229,6 +232,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None) -> TrainResult
                            "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
+        torch_config=TorchConfig(timeout_s=max(1, int(stall_timeout_s or 1800))),
         run_config=RunConfig(
             storage_path=str(work_dir), name=cfg.name,
             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),

@@ -171,7 +171,7 @@ def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: A
               else [p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, n_steps, cfg.warmup_ratio))
+        optimizer, lambda s: lr_factor(s, n_steps, cfg.warmup_ratio, cfg.lr_schedule))
     deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,

@@ -32,6 +32,10 @@ class Napper(RoleActor):
         time.sleep(sum(items))
         return items
 
+    def generate(self, prompts: list[str], params: Any) -> list[Any]:   # a hung engine
+        time.sleep(3600)
+        return []
+
 
 class HungLoader(RoleActor):
     """A replica whose model load never finishes."""
@@ -123,3 +127,22 @@ def test_stall_timeout_must_be_finite_and_positive() -> None:
     with pytest.raises(ConfigError, match=r"^cluster\.stall_timeout_s: expected a finite number "
                                           r"> 0, got 0\.0$"):
         from_dict(ClusterConfig, {"stall_timeout_s": 0}, "cluster")
+
+
+def test_a_hung_streamed_stage_fails_naming_it(nappers: ActorGroup, tmp_path: Path) -> None:
+    """Streaming between roles waits on chunks in flight: a hung one fails the stage too."""
+    from raysys.distributed.streaming import StageStream, run_streams
+    from raysys.distributed.stage_writer import GenerationSpec as Spec
+    from raysys.engines.base import SamplingParams
+
+    spec = Spec("samples", lambda work, comps: [], key_columns=("problem_id", "sample_idx"))
+    stream = StageStream(tmp_path / "critiques_it1", spec, SamplingParams(max_new_tokens=4),
+                         {"r": 1}, "critiques_it1")
+    chunk = stream.submit(nappers, [{"id": "q1"}], ["q1"], ["prompt"])
+    t0 = time.monotonic()
+    with pytest.raises(StageError, match=r"^stage\(s\) critiques_it1: no chunk finished for 3 s"):
+        run_streams([chunk], lambda c, rows: [])
+    assert time.monotonic() - t0 < TIMEOUT_S + 2.0
+    with pytest.raises(StageError, match=r"^stage 'critiques_it1': generate: 1 of 1 call\(s\) made "
+                                         r"no progress for 3 s"):
+        stream.land(chunk)

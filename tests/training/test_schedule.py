@@ -49,3 +49,11 @@ def test_global_batch_is_the_same_however_it_is_split(world: int, micro: int, ac
 def test_micro_batches_rejects_dataset_smaller_than_a_global_batch() -> None:
     with pytest.raises(ValueError, match="smaller than one global batch"):
         micro_batches(0, 5, 0, rank=0, world=2, micro=4, accum=1)
+
+
+def test_constant_schedule_holds_the_peak_after_warmup() -> None:
+    assert [lr_factor(s, 10, 0.2, "constant") for s in (0, 1, 2, 9)] == \
+        pytest.approx([0.5, 1.0, 1.0, 1.0])
+    assert lr_factor(3, 4, 0.0, "constant") == 1.0
+    with pytest.raises(ValueError, match="lr_schedule: expected one of"):
+        lr_factor(0, 4, 0.0, "linear")
