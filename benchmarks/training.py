@@ -356,11 +356,16 @@ def main() -> None:
     try:
         one = raysys_run(model_dir, data_sft, tmp, "sft1", "sft", 1, args.steps)
         two = raysys_run(model_dir, data_sft, tmp, "sft2", "sft", 2, args.steps)
+        # ZeRO-0: plain data parallelism (one gradient all-reduce per step), nothing sharded
+        one0 = raysys_run(model_dir, data_sft, tmp, "sft1z0", "sft", 1, args.steps, zero_stage=0)
+        two0 = raysys_run(model_dir, data_sft, tmp, "sft2z0", "sft", 2, args.steps, zero_stage=0)
         dpo = raysys_run(model_dir, data_pairs, tmp, "dpo1", "dpo", 1, args.steps)
     finally:
         ray.shutdown()
     rows += [("SFT: raysys, 1 worker (DeepSpeed ZeRO-2)", *one),
-             ("SFT: raysys, 2 workers (DeepSpeed ZeRO-2)", *two)]
+             ("SFT: raysys, 2 workers (DeepSpeed ZeRO-2)", *two),
+             ("SFT: raysys, 1 worker (DeepSpeed ZeRO-0)", *one0),
+             ("SFT: raysys, 2 workers (DeepSpeed ZeRO-0)", *two0)]
     trl = trl_dpo(model_dir, pairs, tmp, args.steps)
     plain = min(plain_first, plain_sft(model_dir, sft, args.steps))
     rows[0] = ("SFT: plain PyTorch loop, 1 process (best of 2)", plain, None, None)
@@ -375,8 +380,8 @@ def main() -> None:
 
     table = ["| run | ms/step | samples/s | ms/step ratio | in-step ms (worker clock) | wall s "
              "(incl. start-up) |", "|---|---|---|---|---|---|"]
-    table += [line(*r, plain) for r in rows[:3]]
-    table += [line(*r, trl or dpo[0]) for r in rows[3:]]
+    table += [line(*r, plain) for r in rows[:5]]
+    table += [line(*r, trl or dpo[0]) for r in rows[5:]]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md = "\n".join([
         "# Training throughput", "",
