@@ -161,6 +161,13 @@ CASES: list[Case] = [
          r"resources_per_worker\.CPU: expected a finite float"),
     Case("nan/inf", "run-top-p-minus-inf", ["run", "{cfg}", *W, "--set", "greedy.top_p=-.inf"],
          r"greedy\.top_p: expected a finite float"),
+    Case("nan/inf", "run-stall-timeout-nan", ["run", "{cfg}", *W, "--set", "cluster.stall_timeout_s=nan"],
+         r"cluster\.stall_timeout_s: expected a finite float"),
+    Case("nan/inf", "run-stall-timeout-zero", ["run", "{cfg}", *W, "--set", "cluster.stall_timeout_s=0"],
+         r"cluster\.stall_timeout_s: expected a finite number > 0"),
+    Case("nan/inf", "run-lr-schedule-unknown", ["run", "{cfg}", *W, "--set",
+                                                "weak_sft.train.lr_schedule=linear"],
+         r"weak_sft\.train\.lr_schedule: expected one of 'cosine', 'constant', got 'linear'"),
     Case("nan/inf", "config-file-nan", ["config", "show", "n.yaml"], r"n\.yaml: weak_sft\.train\.lr: expected a finite float, got nan",
          {"n.yaml": lambda path, model: path.write_text(
              DEMO_CFG.read_text().replace("lr: 3.0e-3, max_steps: 30", "lr: .nan, max_steps: 30"))}),
