@@ -82,6 +82,10 @@ class TrainConfig:
     log_every: int = 10                     # steps between metrics lines / progress lines
     trust_remote_code: bool = False
     name: str = "train"                     # Ray Train run name (resume key)
+    # Experiment trackers fed by rank 0 every log_every steps: "tensorboard" (offline event
+    # files in <work dir>/tensorboard), "wandb" (offline unless WANDB_MODE), "mlflow" (a local
+    # file: store unless MLFLOW_TRACKING_URI); each needs its package (raysys.training.trackers)
+    trackers: list[str] = field(default_factory=list)
 
     def validate(self, path: str) -> None:
         def key(name: str) -> str:
@@ -107,6 +111,8 @@ class TrainConfig:
             raise ConfigError(f"{key('head_lr')}: expected > 0, got {self.head_lr}")
         check_range(self.warmup_ratio, key("warmup_ratio"), 0.0, 1.0)
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
+        from raysys.training.trackers import check_tracker_names
+        check_tracker_names(self.trackers, key("trackers"))
         if self.model is not None:
             if not Path(self.model).expanduser().is_dir():
                 raise ConfigError(f"{key('model')}: model directory not found: {self.model}")

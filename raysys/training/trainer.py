@@ -203,10 +203,12 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
 
     from raysys.training.kinds import get_kind
     from raysys.training.schedule import total_steps
+    from raysys.training.trackers import check_trackers_installed
 
     cfg.require_run_fields()
     kind = get_kind(cfg.kind)
     validate_model_for_training(cfg)
+    check_trackers_installed(cfg.trackers)      # a missing tracker package: before Ray starts
     cfg = with_absolute_paths(cfg)
     rows = load_rows(cfg.data, cfg.kind)
     tokenizer = load_tokenizer(cfg.model, padding_side="right", trust_remote_code=cfg.trust_remote_code)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from raysys.pipeline.live_metrics import run_name, training_step
 from raysys.training.config import TrainConfig
 from raysys.training.kinds import TrainingKind, get_kind, load_model, register_kind, with_lora
 from raysys.training.schedule import lr_factor, micro_batches, total_steps
+from raysys.training.trackers import Trackers, open_trackers
 
 DS_TAG = "ds"
 STATE_FILE = "trainer_state.json"
@@ -82,6 +83,7 @@ class _Run:
     world: int
     n_steps: int
     metrics_path: Path
+    trackers: Trackers = field(default_factory=Trackers)   # rank 0's experiment trackers
 
     @property
     def global_batch(self) -> int:
@@ -112,6 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if run.rank == 0:
         _truncate_metrics(run.metrics_path, state["step"])
     start_step = state["step"]
+    run.trackers = open_trackers(cfg, Path(config["work_dir"]), run.rank, start_step)
     last: dict[str, Any] = {}
     t_start = time.perf_counter()
     for step in range(start_step, run.n_steps):
@@ -128,7 +131,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # controller to poll the worker (~1 s measured), 15x a tiny model's step.
             _report_checkpoint(run.engine, last, {"step": done}, run.rank)
         if halt:
+            run.trackers.close()
             return
+    run.trackers.close()
     _save_output(run)
     _report_final(last, run.rank)
 
@@ -225,6 +230,7 @@ def _log_step(run: _Run, metrics: dict[str, Any], start_step: int) -> None:
     live metrics (Prometheus gauges tagged with the stage name and run)."""
     with run.metrics_path.open("a") as f:
         f.write(json.dumps(metrics) + "\n")
+    run.trackers.log(metrics["step"], metrics)
     logging.getLogger("raysys.training").info(
         progress_line(run.cfg.name, metrics, run.n_steps, start_step))
     # The Ray dashboard / Prometheus view of the same step (cluster/grafana-raysys.json).

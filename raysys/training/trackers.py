@@ -1,0 +1,178 @@
+"""Optional experiment trackers for a training run: TensorBoard, Weights & Biases, MLflow.
+
+Rank 0 of the Ray Train worker group opens them once and logs the same step metrics it writes
+to ``metrics.jsonl`` (every ``log_every`` steps). W&B and MLflow go through Ray's own
+integrations (``ray.air.integrations.wandb.setup_wandb`` / ``ray.air.integrations.mlflow.
+setup_mlflow``, which know the Ray Train context). Ray Train's V2 API has no TensorBoard
+integration (``TBXLoggerCallback`` is a Ray Tune driver callback that only sees reported
+results, and this loop reports only at checkpoints), so TensorBoard event files are written
+with ``tensorboardX.SummaryWriter``, the writer Ray's own TensorBoard logger uses and a
+dependency of ``ray[train]``.
+
+Everything is offline unless the user says otherwise: W&B runs in ``offline`` mode unless
+``WANDB_MODE`` is set, MLflow logs to a local ``file:`` store under the run's work dir unless
+``MLFLOW_TRACKING_URI`` is set, and TensorBoard writes ``<work_dir>/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from raysys.config import ConfigError
+
+if TYPE_CHECKING:
+    from raysys.training.config import TrainConfig
+
+# Tracker name -> (module to import, pip package that provides it).
+TRACKER_PACKAGES: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboardX", "tensorboardX"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"
+DEFAULT_PROJECT = "raysys"          # W&B project / MLflow experiment unless set by env
+
+
+def check_tracker_names(names: list[str], key: str = "trackers") -> None:
+    """Every name is a known tracker (ConfigError naming ``key[i]`` and the choices)."""
+    for i, name in enumerate(names):
+        if name not in TRACKER_PACKAGES:
+            raise ConfigError(f"{key}[{i}]: expected one of {', '.join(TRACKER_PACKAGES)}, "
+                              f"got {name!r}")
+        if name in names[:i]:
+            raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
+
+
+def check_trackers_installed(names: list[str], key: str = "trackers") -> None:
+    """Every tracker's package is importable here (checked on the driver before Ray starts, so
+    a missing package is one clear error instead of a failed worker group)."""
+    check_tracker_names(names, key)
+    for i, name in enumerate(names):
+        module, package = TRACKER_PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key}[{i}]: tracker {name!r} needs the {package!r} package, "
+                              f"which is not installed (pip install {package}), or remove it")
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric metrics of a step as floats: ``step`` is the x axis, not a metric;
+    None (e.g. ``grad_norm`` where DeepSpeed does not compute it), flags and NaN are left out."""
+    out = {}
+    for k, v in metrics.items():
+        if k == "step" or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(v):
+            out[k] = float(v)
+    return out
+
+
+class _Sink(Protocol):
+    def log(self, step: int, metrics: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _TensorBoard:
+    """Event files under ``log_dir``; on resume, ``purge_step`` makes TensorBoard drop the
+    earlier process's events past the checkpoint (as ``metrics.jsonl`` is truncated)."""
+
+    def __init__(self, log_dir: Path, start_step: int) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=str(log_dir),
+                                    purge_step=start_step + 1 if start_step else None)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+        self.writer.flush()         # a worker killed mid-run keeps what it logged
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Wandb:
+    """A W&B run from Ray's ``setup_wandb`` (offline unless ``WANDB_MODE`` is set); its id is
+    stable per work dir, so a resumed run continues the same W&B run."""
+
+    def __init__(self, cfg: TrainConfig, work_dir: Path) -> None:
+        from ray.air.integrations.wandb import setup_wandb
+
+        from raysys.config import to_dict
+
+        run_id = f"{cfg.name}-{hashlib.sha1(str(work_dir).encode()).hexdigest()[:8]}"
+        self.run = setup_wandb(
+            config=to_dict(cfg), rank_zero_only=True,
+            project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT), name=cfg.name, id=run_id,
+            mode=os.environ.get("WANDB_MODE", "offline"), dir=str(work_dir))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _Mlflow:
+    """An MLflow run from Ray's ``setup_mlflow``: a local ``file:`` store under the work dir
+    unless ``MLFLOW_TRACKING_URI`` is set; the config is logged as the run's params."""
+
+    def __init__(self, cfg: TrainConfig, work_dir: Path) -> None:
+        from ray.air.integrations.mlflow import setup_mlflow
+
+        from raysys.config import to_dict
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (work_dir / MLFLOW_DIR).resolve().as_uri()
+        self.mlflow = setup_mlflow(
+            config=to_dict(cfg), tracking_uri=uri, rank_zero_only=True,
+            experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_PROJECT),
+            run_name=cfg.name, create_experiment_if_not_exists=True)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+@dataclass
+class Trackers:
+    """The open trackers of one worker (none on ranks other than 0, or when none are set)."""
+
+    sinks: list[_Sink] = field(default_factory=list)
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Log a step's finite numeric metrics (see :func:`scalar_metrics`) to every tracker."""
+        if self.sinks:
+            values = scalar_metrics(metrics)
+            for sink in self.sinks:
+                sink.log(step, values)
+
+    def close(self) -> None:
+        """Flush and close every tracker (idempotent)."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
+
+
+def open_trackers(cfg: TrainConfig, work_dir: Path, rank: int, start_step: int = 0) -> Trackers:
+    """Open ``cfg.trackers`` on rank 0 (other ranks get no trackers, so nothing is logged
+    twice); ``start_step`` is the step a resumed run restarts from (0 on a fresh run)."""
+    if rank != 0 or not cfg.trackers:
+        return Trackers()
+    work_dir = Path(work_dir)
+    sinks: list[_Sink] = []
+    for name in cfg.trackers:
+        if name == "tensorboard":
+            sinks.append(_TensorBoard(work_dir / TENSORBOARD_DIR, start_step))
+        elif name == "wandb":
+            sinks.append(_Wandb(cfg, work_dir))
+        elif name == "mlflow":
+            sinks.append(_Mlflow(cfg, work_dir))
+    return Trackers(sinks)
