@@ -28,7 +28,7 @@ import pyarrow as pa
 from raysys.data.io import (
     DataError, atomic_write_json, atomic_write_jsonl, read_json_object, read_records,
 )
-from raysys.data.schema import SchemaError, conform
+from raysys.data.schema import RENDERS, SchemaError, conform
 
 DATASET_INFO = "dataset_info.json"
 Formatting = Literal["alpaca", "sharegpt"]
@@ -386,7 +386,7 @@ def import_llm2_jsonl(path: str | Path, tokenizer: Any = None,
         messages = _check_messages(rec.get("messages"), where)
         samples = _check_samples(rec.get("samples"), where)
         render = rec.get("render")
-        if render not in (None, "chat", "text"):
+        if render is not None and render not in RENDERS:
             raise DataError(f"{where}: field 'render' must be 'chat' or 'text', got {render!r}")
         if tokenizer is not None:
             _check_against_ids(samples, render_pair_ids(messages, tokenizer, render), tokenizer,

@@ -70,6 +70,7 @@ TOKEN_PAIRS = pa.schema([
     # files) = the chat template; "text" = [prompt, response] as SFT tokenizes them.
     pa.field("render", pa.string()),
 ])
+RENDERS = ("chat", "text")    # token_pairs.render values (null reads as chat)
 
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,

@@ -126,7 +126,7 @@ def report_live(progress: Progress, out: Path, t_start: float) -> None:
     the stage label and run): rows done of total, output rows and tokens per second since
     ``t_start`` (``time.perf_counter()``). A no-op without Ray."""
     elapsed = time.perf_counter() - t_start
-    done = sum(1 for c in progress.counts.values() if c >= progress.n)
+    done = progress.done()
     per_s = 1.0 / elapsed if elapsed > 0 else 0.0
     # A map stage counts no tokens: no tokens/s series rather than a flat zero.
     stage_progress(progress.label, done, progress.total, progress.new_rows * per_s,

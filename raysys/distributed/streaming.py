@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from raysys.data.io import is_complete, read_manifest, read_stage, write_manifest
-from raysys.distributed.generation import build_output, missing_items
+from raysys.distributed.generation import build_output, missing_items, named_stall
 from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
                                              finalize_parts, land_part, request_fingerprint,
                                              row_keys, run_id, stage_metrics)
@@ -94,14 +94,12 @@ class StageStream:
 
     def land(self, chunk: Chunk) -> list[dict[str, Any]]:
         """Collect a finished chunk, write it as one part; returns its output rows."""
-        from raysys.distributed.actors import StallError, wait_results
+        from raysys.distributed.actors import wait_results
 
         completions: list[Any] = [[] for _ in chunk.work]
         for members, refs in chunk.calls:
-            try:
+            with named_stall(self.label):
                 parts = wait_results(refs, chunk.timeout_s, "generate")
-            except StallError as e:
-                raise StageError(f"stage '{self.label}': {e}") from None
             out = [c for part in parts for c in part]
             for i, comps in zip(members, out, strict=True):
                 completions[i] = comps

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from raysys.data.io import DataError
+from raysys.data.schema import RENDERS
 from raysys.errors import ModelError
 from raysys.training.losses import IGNORE_INDEX
 
@@ -166,9 +167,6 @@ def render_chat_ids(messages: list[dict[str, str]], tokenizer: Any) -> list[int]
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-RENDERS = ("chat", "text")
-
-
 def render_pair_ids(messages: list[dict[str, str]], tokenizer: Any, render: str | None) -> list[int]:
     """Token ids a ``token_pairs`` row's positions index into.
 
@@ -180,7 +178,7 @@ def render_pair_ids(messages: list[dict[str, str]], tokenizer: Any, render: str 
     """
     if render in (None, "chat"):
         return render_chat_ids(messages, tokenizer)
-    if render != "text":
+    if render not in RENDERS:
         raise DataError(f"token_pairs render {render!r}: expected one of {RENDERS}")
     if len(messages) != 2:
         raise DataError(f"token_pairs render 'text': expected [prompt, response] messages, got "

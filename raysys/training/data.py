@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from raysys.data.io import DataError, read_records
+from raysys.data.schema import RENDERS
 
 # The fields a row of each table kind must carry (a training kind declares its table kind).
 REQUIRED = {
@@ -55,7 +56,7 @@ def _check_row(row: dict[str, Any], table_kind: str, where: str) -> dict[str, An
                 isinstance(s, (list, tuple)) and len(s) == 3 for s in samples):
             raise DataError(f"{where}: 'samples' must be a list of [position, gt_token, neg_token]")
         render = row.get("render")
-        if render not in (None, "chat", "text"):
+        if render is not None and render not in RENDERS:
             raise DataError(f"{where}: 'render' must be 'chat' or 'text', got {render!r}")
         return {"messages": msgs, "samples": [list(map(int, s)) for s in samples],
                 "render": render}
