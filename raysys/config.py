@@ -324,6 +324,10 @@ class RoleResources:
             v = getattr(self, name)
             if not 0 <= v < float("inf"):
                 raise ConfigError(f"{_join(path, name)}: expected a finite value >= 0, got {v}")
+        if self.cpus_per_replica == 0 and self.gpus_per_replica == 0:
+            # Ray places no bundle that reserves nothing; a small fraction (0.01) shares a CPU
+            raise ConfigError(f"{_join(path, 'cpus_per_replica')}: expected > 0 when "
+                              "gpus_per_replica is 0 (a replica must reserve something to be placed)")
 
     def bundle(self) -> dict[str, float]:
         """One placement-group bundle for a replica; zero-sized resources are left out."""
@@ -360,6 +364,7 @@ class ClusterConfig:
     def validate(self, path: str) -> None:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
+        RoleResources(self.replicas, self.cpus_per_replica, self.gpus_per_replica).validate(path)
         if not (math.isfinite(self.stall_timeout_s) and self.stall_timeout_s > 0):
             raise ConfigError(f"{_join(path, 'stall_timeout_s')}: expected a finite number > 0, "
                               f"got {self.stall_timeout_s}")

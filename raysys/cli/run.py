@@ -129,6 +129,8 @@ def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ..
          verbose: bool) -> None:
     """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU)."""
     names = list(DEMO_CONFIGS) if recipe == "all" else [recipe]
+    # all: the recipes share pre-trained tiny models of identical settings (trained once)
+    shared = (f"tiny_cache={Path(run_dir or 'runs') / 'tiny_cache'}",) if recipe == "all" else ()
     for name in names:
         path = REPO_CONFIGS / DEMO_CONFIGS[name][1 if quick else 0]
         if not path.is_file():
@@ -136,4 +138,4 @@ def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ..
         target = run_dir if run_dir is None or recipe != "all" else str(Path(run_dir) / name)
         if len(names) > 1:
             click.echo(f"\n== {name} ==")
-        _print_result(_run_config(path, overrides, target, force, verbose))
+        _print_result(_run_config(path, shared + tuple(overrides), target, force, verbose))

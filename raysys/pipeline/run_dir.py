@@ -40,6 +40,9 @@ METRICS = "metrics.jsonl"
 MODEL_MARKER = "_COMPLETE.json"
 # What makes an existing non-empty directory a run dir (anything else is refused as run_dir).
 RUN_DIR_MARKERS = (STATE, CONFIG, "iter_*", "models", "logs")
+# Config keys that say where things live, not what the run computes: changing them between a
+# run and its resume is not a config change (``tiny_cache`` only holds identical copies).
+LOCATION_KEYS = ("run_dir", "tiny_cache")
 
 StageFn = Callable[[Path], "dict[str, Any] | None"]
 
@@ -89,7 +92,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, force: bool = False,
-                 ignore_keys: tuple[str, ...] = ("run_dir",)) -> None:
+                 ignore_keys: tuple[str, ...] = LOCATION_KEYS) -> None:
         # Absolute: stage and model paths go to Ray actors and Ray Train workers, which run in
         # their own working directories.
         self.path = check_run(path, config, force=force, ignore_keys=ignore_keys)
@@ -168,7 +171,7 @@ class RunDir:
         key = f"models/{name}"
         marker = out / MODEL_MARKER
         if marker.is_file():
-            info = _read_marker(marker)
+            info = read_model_marker(marker)
             return self._skip(key, name, out, None, info.get("metrics") or {})
         tmp = out.parent / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -268,7 +271,7 @@ def load_state(run_dir: str | Path) -> dict[str, Any]:
 
 
 def check_run(path: str | Path, config: dict[str, Any], *, force: bool = False,
-              ignore_keys: tuple[str, ...] = ("run_dir",)) -> Path:
+              ignore_keys: tuple[str, ...] = LOCATION_KEYS) -> Path:
     """Everything that can be wrong with (an existing) run dir, found before anything is
     written to it: the path, the state, every stage's manifest and model marker, and a config
     that differs from the stored one (unless ``force``). Returns the absolute path."""
@@ -313,7 +316,7 @@ def _read_state(p: Path) -> dict[str, Any]:
     return state
 
 
-def _read_marker(p: Path) -> dict[str, Any]:
+def read_model_marker(p: Path) -> dict[str, Any]:
     """A model stage's ``_COMPLETE.json``; a damaged one means the model cannot be trusted."""
     try:
         info = read_json(p, StageError)
@@ -347,4 +350,4 @@ def check_run_state(run_dir: Path) -> None:
         except DataError as e:
             raise StageError(f"corrupt run state: {e}") from None
     for marker in sorted(run_dir.glob(f"models/*/{MODEL_MARKER}")):
-        _read_marker(marker)
+        read_model_marker(marker)

@@ -128,6 +128,7 @@ class CritiqueConfig:
     data: CritiqueData
     models: CritiqueModels
     tiny: TinyModel | None = None        # required when models.actor.path is 'tiny'
+    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     seed_sft: SeedSFT = field(default_factory=SeedSFT)
     critic_train: CriticTrain = field(default_factory=CriticTrain)
     loop: LoopConfig = field(default_factory=LoopConfig)

@@ -79,6 +79,7 @@ class LLM2Config:
     data: LLM2Data
     models: LLM2Models
     tiny: TinyModel | None = None        # required when models.llm.path is 'tiny'
+    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     verifier_train: TrainConfig = field(default_factory=_verifier_train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)

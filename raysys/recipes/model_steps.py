@@ -3,16 +3,20 @@ training stages. Each is a model stage of the run dir (complete = renamed into p
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from raysys.config import ConfigError, ModelSpec
 from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
+from raysys.pipeline.run_dir import MODEL_MARKER, read_model_marker
 from raysys.prompts import response_text
 from raysys.recipes.steps import StepContext
 from raysys.training.config import LoraConfig, TrainConfig
@@ -124,8 +128,28 @@ def base_model(ctx: StepContext, name: str, spec: ModelSpec, tiny: TinyModel | N
 
 
 def tiny_model(ctx: StepContext, name: str, tiny: TinyModel, max_len: int) -> ModelSpec:
-    """Build a tiny model and (optionally) pre-train it on synthetic problems."""
+    """Build a tiny model and (optionally) pre-train it on synthetic problems.
+
+    With ``ctx.tiny_cache`` (the recipe's ``tiny_cache`` key), a pre-trained model is kept there
+    under its settings' fingerprint (``tiny-<sha>``) and a later run with the same settings
+    copies it into its own ``models/<name>_pretrained`` instead of training (``raysys demo
+    --recipe all`` shares the actor between weak-to-strong and critique this way). The run dir
+    stays self-contained: it holds a copy, not a link.
+    """
     from raysys.models.tiny import build_tiny_model
+
+    # only whole models are shared (a LoRA adapter would need its base dir too)
+    whole = tiny.pretrain_problems > 0 and (not tiny.pretrain.lora.enabled or tiny.pretrain.merge_output)
+    cached = tiny_cache_entry(ctx.tiny_cache, tiny) if whole else None
+    done = (ctx.rd.model_dir(f"{name}_pretrained") / MODEL_MARKER).is_file()
+    if whole and (done or (cached is not None and (cached / MODEL_MARKER).is_file())):
+        def copy_fn(tmp: Path) -> dict[str, Any]:     # not called when the run has its copy
+            shutil.copytree(cached, tmp)
+            return {**read_model_marker(cached / MODEL_MARKER).get("metrics", {}), "from_cache": str(cached)}
+        out = ctx.rd.model_stage(f"{name}_pretrained", fn=copy_fn).path
+        if cached is not None:
+            publish_model(out, cached)     # a resumed run whose model was trained but not published
+        return ModelSpec(path=str(out), max_model_len=max_len)
 
     def init_fn(tmp: Path) -> None:
         build_tiny_model(tmp, hidden=tiny.hidden, layers=tiny.layers, heads=tiny.heads,
@@ -145,7 +169,35 @@ def tiny_model(ctx: StepContext, name: str, tiny: TinyModel, max_len: int) -> Mo
                                  tiny.pretrain_min_demos)
         write_stage(out, rows, "sft")
     data = ctx.rd.stage(f"{name}_pretrain_data", kind="sft", phase="data", fn=corpus).path
-    return train(ctx, f"{name}_pretrained", "sft", spec, data, tiny.pretrain)
+    trained = train(ctx, f"{name}_pretrained", "sft", spec, data, tiny.pretrain)
+    if cached is not None:
+        publish_model(Path(trained.path), cached)
+    return trained
+
+
+def tiny_cache_entry(cache: Path | None, tiny: TinyModel) -> Path | None:
+    """Where a pre-trained tiny model with these settings lives in ``cache`` (None: no cache).
+    The fingerprint covers every setting (architecture, corpus, pre-training stage), so two
+    configs share a model only when it would be trained identically."""
+    if cache is None:
+        return None
+    blob = json.dumps({"version": 1, **asdict(tiny)}, sort_keys=True, default=str)
+    return cache / f"tiny-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def publish_model(model_dir: Path, entry: Path) -> None:
+    """Copy a complete model dir to ``entry`` atomically (a temp copy renamed into place); a
+    run that finds ``entry`` already there (another run published first) keeps that one."""
+    if (entry / MODEL_MARKER).is_file():
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp)
+    try:
+        tmp.rename(entry)
+    except OSError:                      # published meanwhile by another run
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pretrain_rows(problems: list[dict[str, Any]], max_demos: int, seed: int,

@@ -41,6 +41,8 @@ class StepContext:
     greedy: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int = 0
     groups: Any = None           # raysys.distributed.roles.RoleGroups (Ray is imported lazily)
+    # Pre-trained tiny models by config fingerprint, shared between runs (None: no sharing).
+    tiny_cache: Path | None = None
 
     def sampler(self, model: ModelSpec, engine: EngineConfig | None = None,
                 role: str = "sampler") -> Callable[[], Any]:
@@ -94,24 +96,26 @@ class RecipeResult:
 
 
 def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
-                 greedy: SamplingConfig, seed: int) -> StepContext:
+                 greedy: SamplingConfig, seed: int, tiny_cache: str | None = None) -> StepContext:
     """Start (or join) Ray for the run and make the role groups; close with :func:`close_context`."""
     from raysys.distributed.ray_init import init_ray
     from raysys.distributed.roles import RoleGroups
 
     init_ray(cluster)
-    return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster))
+    return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster),
+                       Path(tiny_cache).expanduser() if tiny_cache else None)
 
 
 def run_recipe(cfg: Any, body: Callable[[Any, StepContext], RecipeResult], *,
                force: bool = False) -> RecipeResult:
     """Open the run dir of a recipe config (``run_dir``, ``engine``, ``cluster``,
-    ``data.grade_style``, ``greedy``, ``seed``), run ``body(cfg, ctx)``, always close it."""
+    ``data.grade_style``, ``greedy``, ``seed``, ``tiny_cache``), run ``body(cfg, ctx)``, always
+    close it."""
     from raysys.config import to_dict
 
     rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
     ctx = open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.data.grade_style,
-                       greedy=cfg.greedy, seed=cfg.seed)
+                       greedy=cfg.greedy, seed=cfg.seed, tiny_cache=getattr(cfg, "tiny_cache", None))
     try:
         return body(cfg, ctx)
     finally:

@@ -127,6 +127,7 @@ class W2SConfig:
     data: W2SData
     models: W2SModels
     tiny: TinyModels = field(default_factory=TinyModels)
+    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     weak_sft: WeakSFT = field(default_factory=WeakSFT)
     icl: ICLConfig = field(default_factory=ICLConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)

@@ -32,10 +32,26 @@ def _section(report: str, head: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def critique_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("critique") / "run"
-    _run(["demo", "--recipe", "critique", "--quick", "--run-dir", str(run_dir)], timeout=1200)
-    return run_dir
+def critique_run(quick_all: tuple[Path, str]) -> Path:
+    """The critique run of the quick demo of every recipe (tests/e2e/conftest.py)."""
+    return quick_all[0] / "critique"
+
+
+def test_demo_all_pretrains_the_shared_actor_once(quick_all: tuple[Path, str]) -> None:
+    parent, stdout = quick_all
+    assert [ln for ln in stdout.splitlines() if ln.startswith("== ")] == [
+        "== w2s ==", "== llm2 ==", "== critique =="]
+    strong = parent / "w2s" / "models" / "strong_pretrained"
+    actor = parent / "critique" / "models" / "actor_pretrained"
+    entries = list((parent / "tiny_cache").iterdir())
+    assert [e.name.startswith("tiny-") for e in entries] == [True]        # llm2's base differs
+    assert (actor / "model.safetensors").read_bytes() == (strong / "model.safetensors").read_bytes()
+    marker = json.loads((actor / "_COMPLETE.json").read_text())
+    assert marker["metrics"]["from_cache"] == str(entries[0])
+    assert not (parent / "critique" / "ray_train" / "actor_pretrained").exists()   # not trained
+    stages = _state(parent / "critique")["stages"]
+    assert stages["models/actor_pretrained"]["seconds"] < 30
+    assert "models/actor_init" not in stages
 
 
 def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> None:
@@ -79,11 +95,11 @@ def test_finished_run_reruns_nothing(critique_run: Path) -> None:
     assert {k: v.get("end") for k, v in after.items()} == {k: v.get("end") for k, v in before.items()}
 
 
-def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(tmp_path: Path) -> None:
-    run_dir = tmp_path / "llm2"
-    proc = _run(["demo", "--recipe", "llm2", "--quick", "--run-dir", str(run_dir)], timeout=1200)
+def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[Path, str]) -> None:
+    run_dir = quick_all[0] / "llm2"
+    llm2_table = quick_all[1].split("== llm2 ==", 1)[1].split("== critique ==", 1)[0]
     for row in ("| plain |", "| guided_beta0.25 |", "| guided_beta1 |", "| best_of_3 |"):
-        assert row in proc.stdout
+        assert row in llm2_table
     report = (run_dir / "report.md").read_text()
     assert "held-out pairs: verifier ranks gold above the negative" in report
     diffs = _section(report, "Guided minus plain (paired bootstrap)")

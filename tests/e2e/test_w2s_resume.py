@@ -77,10 +77,11 @@ def _accuracy_section(run_dir: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("w2s") / "reference"
-    proc = _run(["demo", "--quick", "--run-dir", str(run_dir)], timeout=900)
-    assert "| stage1 |" in proc.stdout and str(run_dir) in proc.stdout
+def reference(quick_all: tuple[Path, str]) -> Path:
+    """The weak-to-strong run of the quick demo of every recipe (tests/e2e/conftest.py)."""
+    parent, stdout = quick_all
+    run_dir = parent / "w2s"
+    assert "| stage1 |" in stdout and str(run_dir) in stdout
     return run_dir
 
 

@@ -83,6 +83,7 @@ def test_changed_config_is_stage_error_unless_forced(tmp_path: Path) -> None:
     with pytest.raises(StageError, match=r"seed, train\.lora\.r"):
         RunDir(tmp_path, changed)
     RunDir(tmp_path, {**CFG, "run_dir": "/elsewhere"})          # run_dir is not part of identity
+    RunDir(tmp_path, {**CFG, "tiny_cache": "/shared"})          # nor where tiny models are kept
     RunDir(tmp_path, changed, force=True)
     assert "r: 16" in (tmp_path / "config.yaml").read_text()
 
