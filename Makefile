@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/raysys demo
+	$(BIN)/raysys demo --recipe all
 
 # Fast suite (minutes). Slow end-to-end tests (real vLLM, Ray Train, whole recipes) run in
 # `make test-slow`; CI runs both. GPU tests run only with `-m gpu` on a CUDA machine.

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("raysys.cli.run:run", "Run a recipe config end to end (resumable)."),
     "status": ("raysys.cli.run:status", "Show the stages of a run directory."),
     "report": ("raysys.cli.report:report", "Regenerate a run's report.md and figures."),
-    "demo": ("raysys.cli.run:demo", "Run the weak-to-strong demo on a tiny model."),
+    "demo": ("raysys.cli.run:demo", "Run a method's demo (or all three) on tiny models."),
 }
 
 

@@ -133,6 +133,11 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
     from raysys.console import ray_log_to_driver, record_ray_session
 
     if ray.is_initialized():
+        if cluster is not None and cluster.num_cpus is not None and \
+                ray.cluster_resources().get("CPU") != cluster.num_cpus:
+            # e.g. the second recipe of `demo --recipe all`: the running instance keeps its CPUs
+            log.warning("cluster.num_cpus %s ignored: this process's Ray instance has %s CPUs",
+                        cluster.num_cpus, ray.cluster_resources().get("CPU"))
         return
     cluster = cluster or ClusterConfig()
     address = resolve_address(cluster.address)

@@ -109,3 +109,18 @@ def test_split_and_colocate_keep_roles_alive_together(ray_local: Any, tiny_model
                 assert a._pg is b._pg and not a._own_pg    # one shared placement group
             else:
                 assert a._pg is not b._pg
+
+
+def test_joining_the_running_instance_warns_when_num_cpus_differs(ray_local: Any, caplog) -> None:
+    """`demo --recipe all`: a later recipe runs on the instance the first one started; a
+    different cluster.num_cpus cannot apply and is named in a warning instead of ignored."""
+    import logging
+
+    from raysys.distributed.ray_init import init_ray
+
+    with caplog.at_level(logging.WARNING, logger="raysys.distributed.ray_init"):
+        init_ray(ClusterConfig(num_cpus=2))
+        assert caplog.records == []
+        init_ray(ClusterConfig(num_cpus=8))
+    assert [r.getMessage() for r in caplog.records] == [
+        "cluster.num_cpus 8 ignored: this process's Ray instance has 2.0 CPUs"]
