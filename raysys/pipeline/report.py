@@ -157,6 +157,48 @@ def phase_throughput(state: dict[str, Any]) -> dict[str, dict[str, float | None]
     return out
 
 
+def compute_shares(state: dict[str, Any]) -> dict[str, float]:
+    """Where the run's wall time went by what the machine did, in seconds and percent of it.
+
+    ``generation``: engine time of sampling stages (``engine_s``); ``training_steps``: the
+    trainers' step loops (``elapsed_s``); ``startup``: the rest of those stages (sampler-group
+    start, weight loads and batching around the engine; Ray Train start, DeepSpeed init and the
+    model save around the steps); ``idle``: wall time with no model computing (start-up,
+    grading outside the engine, data stages, orchestration).
+    """
+    gen = steps = startup = 0.0
+    for e in state.get("stages", {}).values():
+        secs, m, phase = e.get("seconds"), e.get("metrics") or {}, e.get("phase")
+        if secs is None:
+            continue
+        if phase == "sampling" and m.get("engine_s") is not None:
+            work = min(float(m["engine_s"]), secs)
+            gen += work
+            startup += secs - work - float(m.get("grading_s") or 0.0)
+        elif phase == "training" and m.get("elapsed_s") is not None:
+            work = min(float(m["elapsed_s"]), secs)
+            steps += work
+            startup += secs - work
+    # a run whose killed invocations left no wall time still spent its stages' seconds
+    stage_sum = sum(e.get("seconds") or 0.0 for e in state.get("stages", {}).values())
+    wall = max(float(phase_timings(state).get("total") or 0.0), stage_sum)
+    out = {"generation_s": gen, "training_steps_s": steps, "startup_s": max(startup, 0.0),
+           "wall_s": wall}
+    for k in ("generation", "training_steps", "startup"):
+        out[f"{k}_share"] = 100 * out[f"{k}_s"] / wall if wall else 0.0
+    out["idle_share"] = 100 - out["generation_share"] - out["training_steps_share"] if wall else 0.0
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def shares_line(state: dict[str, Any]) -> str:
+    """One sentence of :func:`compute_shares` for the report."""
+    c = compute_shares(state)
+    return (f"Model compute: generation {c['generation_s']:.1f} s ({c['generation_share']:.1f}%), "
+            f"training steps {c['training_steps_s']:.1f} s ({c['training_steps_share']:.1f}%); "
+            f"start-up of sampler groups and trainers {c['startup_s']:.1f} s "
+            f"({c['startup_share']:.1f}%); idle (no model computing) {c['idle_share']:.1f}%.")
+
+
 def phase_table(state: dict[str, Any]) -> str:
     """Markdown table: seconds, share and throughput per phase, then the total."""
     def rate(v: float | None) -> str:
@@ -184,7 +226,7 @@ def render_report(title: str, evals: list[dict[str, Any]], state: dict[str, Any]
         parts += [f"![{Path(fig).stem}]({fig})", ""]
     for head, body in (sections or {}).items():
         parts += [f"## {head}", "", body, ""]
-    parts += ["## Timings", "", phase_table(state), ""]
+    parts += ["## Timings", "", phase_table(state), "", shares_line(state), ""]
     if not phase_timings(state).get("grading"):
         parts.append("Grading runs inside the sampler actors; its time is part of sampling.")
     parts += ["Throughput is per wall second of the phase (actor and trainer start-up included).",

@@ -258,6 +258,8 @@ def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
     import json
 
     from raysys.data.io import atomic_write_text
+    from raysys.pipeline import load_state
+    from raysys.pipeline.report import compute_shares, phase_timings
     from raysys.pipeline.report_cmd import RESULT_FILE, regenerate
 
     ctx.rd.finish()     # records this invocation's wall time so far, for the timings table
@@ -267,5 +269,7 @@ def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
     atomic_write_text(ctx.rd.path / RESULT_FILE, json.dumps(payload, indent=1, default=str))
     report = regenerate(ctx.rd.path).report     # report.md and figures/, as `raysys report` does
     ctx.rd.log_metrics("evaluation", result.accuracy)
+    ctx.rd.log_metrics("timings", {**phase_timings(load_state(ctx.rd.path)),
+                                   **compute_shares(load_state(ctx.rd.path))})
     result.report = str(report)
     return result

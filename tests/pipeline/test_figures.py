@@ -198,3 +198,22 @@ def test_report_without_figures_and_with_no_rows(tmp_path: Path) -> None:
     (d / "result.json").write_text(json.dumps({**RESULTS["llm2"], "evals": []}))
     out = regenerate(d)        # a run with no test rows: the report, and nothing to plot
     assert out.figures == [] and "## Timings" in out.report.read_text()
+
+
+def test_compute_shares_are_hand_computed() -> None:
+    """STATE: no sampling stage reports engine_s, training a's steps 5 of its 20 s."""
+    from raysys.pipeline.report import compute_shares, shares_line
+
+    state = {**STATE, "stages": {**STATE["stages"],
+                                 "iter_0/eval_a": {"phase": "sampling", "seconds": 10.0,
+                                                   "metrics": {"engine_s": 7.5}},
+                                 "iter_0/critiques": {"phase": "sampling", "seconds": 6.0,
+                                                      "metrics": {"engine_s": 3.0, "grading_s": 2.0}}}}
+    c = compute_shares(state)
+    # generation 7.5 + 3; steps 5; start-up (10 - 7.5) + (6 - 3 - 2) + (20 - 5) = 18.5; wall 50
+    assert c == {"generation_s": 10.5, "training_steps_s": 5.0, "startup_s": 18.5, "wall_s": 50.0,
+                 "generation_share": 21.0, "training_steps_share": 10.0, "startup_share": 37.0,
+                 "idle_share": 69.0}
+    assert "idle (no model computing) 69.0%" in shares_line(state)
+    # stages that ran in invocations with no recorded wall time: the stage seconds bound it below
+    assert compute_shares({**state, "runs": []})["wall_s"] == 37.0
