@@ -39,15 +39,20 @@ def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | Non
 def preflight(cfg: Any, *, force: bool = False) -> None:
     """What a run needs besides a valid config, checked in the driver before any work (and
     before RUN_DIR/logs is written): a run dir it can write (not a file, not an unrelated
-    directory; an existing run's state, manifests and config), every model dir it names
+    directory; an existing run's state, manifests and config), a writable ``tiny_cache`` that
+    is not an unrelated directory, every model dir it names
     (config.json and safetensors headers), and a reachable Ray address (bounded wait)."""
     from raysys.config import to_dict
+    from raysys.data.io import check_output_dir
     from raysys.distributed.ray_init import check_ray_address
     from raysys.models.loading import check_config_models
     from raysys.pipeline.run_dir import check_run
 
     if getattr(cfg, "run_dir", None):
         check_run(cfg.run_dir, to_dict(cfg), force=force)
+    if getattr(cfg, "tiny_cache", None):
+        # refused before any work, not when the first pre-trained model is published
+        check_output_dir(cfg.tiny_cache, "tiny_cache", ("tiny-*", ".tiny-*"))
     check_config_models(cfg)
     cluster = getattr(cfg, "cluster", None)
     if cluster is not None:

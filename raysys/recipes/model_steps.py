@@ -3,8 +3,6 @@ training stages. Each is a model stage of the run dir (complete = renamed into p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -179,10 +177,11 @@ def tiny_cache_entry(cache: Path | None, tiny: TinyModel) -> Path | None:
     """Where a pre-trained tiny model with these settings lives in ``cache`` (None: no cache).
     The fingerprint covers every setting (architecture, corpus, pre-training stage), so two
     configs share a model only when it would be trained identically."""
+    from raysys.distributed.stage_writer import request_fingerprint
+
     if cache is None:
         return None
-    blob = json.dumps({"version": 1, **asdict(tiny)}, sort_keys=True, default=str)
-    return cache / f"tiny-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    return cache / f"tiny-{request_fingerprint({'version': 1, **asdict(tiny)})}"
 
 
 def publish_model(model_dir: Path, entry: Path) -> None:

@@ -269,7 +269,7 @@ def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
     atomic_write_text(ctx.rd.path / RESULT_FILE, json.dumps(payload, indent=1, default=str))
     report = regenerate(ctx.rd.path).report     # report.md and figures/, as `raysys report` does
     ctx.rd.log_metrics("evaluation", result.accuracy)
-    ctx.rd.log_metrics("timings", {**phase_timings(load_state(ctx.rd.path)),
-                                   **compute_shares(load_state(ctx.rd.path))})
+    state = load_state(ctx.rd.path)
+    ctx.rd.log_metrics("timings", {**phase_timings(state), **compute_shares(state)})
     result.report = str(report)
     return result
