@@ -80,8 +80,10 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
                     prompt_template: str = "zero_shot", demos: Sequence[Sequence[str]] | None = None,
                     grade_style: str = "default", model_name: str | None = None, iteration: int = 0,
                     on_part: Callable[[Path], None] | None = None,
-                    pool: Any = None) -> dict[str, Any]:
+                    pool: Any = None, system: str | None = None) -> dict[str, Any]:
     """Write ``sampling.n`` graded samples per problem to the ``samples`` stage ``out_dir``.
+
+    ``system``: a paragraph before every prompt (the task's instruction; a system turn in chat).
 
     Resumable: only missing ``(problem_id, sample_idx)`` pairs are generated; a sealed stage
     (manifest present) is returned untouched. ``on_part(path)`` is called after each part is
@@ -104,11 +106,13 @@ def sample_problems(problems: pa.Table, *, model: ModelSpec, engine: EngineConfi
     request = {"model": asdict(model), "sampling": asdict(sampling), "template": prompt_template,
                "demos": demos, "grade_style": grade_style, "model_name": name, "iteration": iteration,
                "problem_ids": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+    if system:
+        request["system"] = system     # only when set: older stages keep their fingerprints
     tokenizer = None
     if prompt_template == "chat":
         from raysys.models.loading import load_tokenizer
         tokenizer = load_tokenizer(model.adapter or model.path, trust_remote_code=model.trust_remote_code)
-    prompts = [build_prompt(q, prompt_template, demos=demos, tokenizer=tokenizer)
+    prompts = [build_prompt(q, prompt_template, demos=demos, tokenizer=tokenizer, system=system)
                for q in problems.column("question").to_pylist()]
     golds = (problems.column("gold_answer").to_pylist() if "gold_answer" in problems.column_names
              else [None] * len(ids))

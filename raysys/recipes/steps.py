@@ -172,9 +172,10 @@ def data_stage(ctx: StepContext, name: str, rows: list[dict[str, Any]], kind: st
 def sample(ctx: StepContext, name: str, table: pa.Table, model: ModelSpec, template: str, *,
            demos: list[list[str]] | None = None, sampling: SamplingConfig | None = None,
            iteration: int = 0, model_name: str | None = None, engine: EngineConfig | None = None,
-           role: str = "sampler") -> pa.Table:
+           role: str = "sampler", system: str | None = None) -> pa.Table:
     """Graded ``samples`` of ``model`` on ``problems`` rows, on ``role``'s group (an engine
-    other than the run's, e.g. guided decoding, is a different role)."""
+    other than the run's, e.g. guided decoding, is a different role); ``system`` is a
+    paragraph before every prompt (the task's instruction)."""
     from raysys.distributed.sampling import load_samples, sample_problems
 
     eng = engine or ctx.engine
@@ -183,7 +184,7 @@ def sample(ctx: StepContext, name: str, table: pa.Table, model: ModelSpec, templ
         sample_problems(table, model=model, engine=eng, sampling=sampling or ctx.greedy,
                         cluster=ctx.cluster, out_dir=out, prompt_template=template, demos=demos,
                         grade_style=ctx.grade_style, model_name=model_name or name,
-                        iteration=iteration, pool=ctx.sampler(model, eng, role))
+                        iteration=iteration, pool=ctx.sampler(model, eng, role), system=system)
     res = ctx.rd.stage(name, iteration=iteration, kind="samples", phase="sampling", fn=fn)
     return load_samples(res.path)
 
@@ -225,13 +226,13 @@ def generate(ctx: StepContext, name: str, items: list[dict[str, Any]], *, keys: 
 def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, template: str, *,
              demos: list[list[str]] | None = None, maj_k: int = 0, temperature: float = 0.7,
              iteration: int = 0, engine: EngineConfig | None = None,
-             role: str = "sampler") -> EvalRow:
+             role: str = "sampler", system: str | None = None) -> EvalRow:
     """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
     samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
     from raysys.distributed.metrics import summarize_samples
 
     greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration,
-                    engine=engine, role=role)
+                    engine=engine, role=role, system=system)
     m = summarize_samples(greedy, [])
     outcomes = {r["problem_id"]: bool(r["correct"]) for r in greedy.to_pylist()
                 if r["sample_idx"] == 0 and r["correct"] is not None}
@@ -240,7 +241,8 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
     if maj_k > 1:
         sampling = replace(ctx.greedy, n=maj_k, temperature=temperature, seed=ctx.seed)
         many = sample(ctx, f"eval_{name}_maj{maj_k}", test, model, template, demos=demos,
-                      sampling=sampling, iteration=iteration, engine=engine, role=role)
+                      sampling=sampling, iteration=iteration, engine=engine, role=role,
+                      system=system)
         mk = summarize_samples(many, [maj_k])
         row.maj_k, row.maj_acc, row.pass_acc = maj_k, mk.get(f"maj@{maj_k}"), mk.get(f"pass@{maj_k}")
     return row

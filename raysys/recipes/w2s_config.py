@@ -128,6 +128,10 @@ class W2SConfig:
     models: W2SModels
     tiny: TinyModels = field(default_factory=TinyModels)
     tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
+    # A paragraph before every prompt of the task (weak SFT data, weak labels, ICL, stage-I and
+    # stage-II data, evaluation); never in a tiny strong model's pre-training. The tiny demo
+    # uses one so that the strong base model meets a prompt format it was not pre-trained on.
+    instruction: str | None = None
     weak_sft: WeakSFT = field(default_factory=WeakSFT)
     icl: ICLConfig = field(default_factory=ICLConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)

@@ -12,7 +12,7 @@ from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
 from raysys.pipeline import load_state
 from raysys.prompts import response_text
-from raysys.recipes.steps import StepContext
+from raysys.recipes.steps import EvalRow, StepContext
 from raysys.recipes.w2s_pairs import Labeled
 
 
@@ -103,6 +103,13 @@ def gold_demo_pool(train_1: pa.Table) -> list[tuple[str, str, str]]:
             if p.get("gold_solution")]
 
 
+def stage_metrics(ctx: StepContext, name: str, iteration: int) -> dict[str, Any] | None:
+    """The metrics a complete stage recorded in ``state.json`` (None when it did not run)."""
+    key = ctx.rd.stage_dir(name, iteration).relative_to(ctx.rd.path).as_posix()
+    entry = load_state(ctx.rd.path)["stages"].get(key) or {}
+    return entry.get("metrics") if entry.get("status") == "complete" else None
+
+
 def data_section(run_dir: Path) -> str:
     """A small table of what the data stages measured (label quality, filter, pair branches)."""
     lines = ["| stage | metrics |", "|---|---|"]
@@ -116,3 +123,42 @@ def data_section(run_dir: Path) -> str:
             if m and not key.endswith(("stage1_weak", "stage1_icl")):
                 lines.append(f"| {key} | {m} |")
     return "\n".join(lines)
+
+
+def direction_section(evals: list[EvalRow], stage1: dict[str, Any] | None,
+                      stage2: dict[str, Any] | None) -> str:
+    """The paper's two claims (stage I above strong ICL, stage II above stage I) as measured,
+    each "shown" only when its paired 95% CI excludes 0, and the measurements that explain
+    them: whether few-shot prompting elicits anything beyond the strong model's zero-shot
+    answers (the paper's premise), how good the stage-I labels are, what stage II learned from.
+    ``stage1`` / ``stage2``: the metrics of the chosen stage-I set and of the stage-II pairs."""
+    by = {r.model: r for r in evals}
+    lines = ["| the paper's claim | difference, points [95% CI] (gained/lost) | shown? |", "|---|---|---|"]
+    for a, b, claim in (("stage1", "strong_icl", "stage I above strong ICL"),
+                        ("stage2", "stage1", "stage II above stage I")):
+        if a in by and b in by:
+            d = by[a].minus(by[b])
+            verdict = "yes" if d.lo > 0 else ("no: the CI includes 0" if d.hi >= 0 else "no: reversed")
+            lines.append(f"| {claim} | {d.cell()} | {verdict} |")
+    why = []
+    if "strong_zero_shot" in by and "strong_icl" in by:
+        z, icl = by["strong_zero_shot"], by["strong_icl"]
+        d = icl.minus(z)
+        premise = ("few-shot prompting elicits what zero-shot answers lack: the paper's premise holds"
+                   if d.lo > 0 else "few-shot prompting elicits nothing beyond zero-shot answers: the "
+                   "paper's premise (latent ability that prompting only partly elicits) does not hold")
+        why.append(f"- Strong model zero-shot {100 * z.accuracy:.1f}%, few-shot (strong ICL) "
+                   f"{100 * icl.accuracy:.1f}%, {d.cell()}: {premise}.")
+    if stage1 and stage1.get("kept") is not None:
+        acc = stage1.get("icl_acc")
+        label = f", {100 * acc:.1f}% of them correct" if acc is not None else ""
+        icl = stage1.get("icl_label_acc")
+        icl_txt = (f" (the strong model's own ICL answers on train_2: {100 * icl:.1f}%)"
+                   if icl is not None else "")
+        why.append(f"- Stage I learned from the {stage1['kept']} of {stage1.get('questions', '?')} "
+                   f"questions where weak and ICL answers agree{label}{icl_txt}.")
+    if stage2 and stage2.get("pairs") is not None:
+        chosen = stage2.get("chosen_acc")
+        tail = f", chosen answers {100 * chosen:.1f}% correct" if chosen is not None else ""
+        why.append(f"- Stage II learned from {stage2['pairs']} pairs{tail}.")
+    return "\n".join(lines + ([""] + why if why else []))

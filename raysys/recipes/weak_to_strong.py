@@ -56,7 +56,7 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
         weak_labels = w2s.weak_outputs_stage(ctx, str(cfg.data.weak_outputs), train_2)
     else:
         assert weak is not None
-        weak_labels = steps.sample(ctx, "weak_labels", train_2, weak, "zero_shot")
+        weak_labels = steps.sample(ctx, "weak_labels", train_2, weak, "zero_shot", system=cfg.instruction)
     if weak is not None:
         rows.append(_evaluate(cfg, ctx, "weak", test, weak, "zero_shot"))
 
@@ -64,7 +64,8 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     demos = _icl_demos(cfg, ctx, train_2, weak_labels, 0)
     icl_demos = [[q, a] for q, a, _ in demos]
     icl_pool = steps.without_ids(train_2, {d[2] for d in demos})
-    icl = steps.sample(ctx, "strong_icl", icl_pool, strong, "few_shot", demos=icl_demos)
+    icl = steps.sample(ctx, "strong_icl", icl_pool, strong, "few_shot", demos=icl_demos,
+                       system=cfg.instruction)
     rows.append(_evaluate(cfg, ctx, "strong_icl", test, strong, "few_shot", demos=icl_demos))
     if cfg.eval.strong_zero_shot:
         rows.append(_evaluate(cfg, ctx, "strong_zero_shot", test, strong, "zero_shot"))
@@ -72,10 +73,12 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     # 4-5. stage-I data and SFT of the strong model; iteration 2 relabels with the stage-I model
     stage1 = _stage1(cfg, ctx, train_2, weak_labels, icl, strong, iteration=0)
     for it in range(1, cfg.stage1.iterations):
-        relabels = steps.sample(ctx, "weak_labels", train_2, stage1, "zero_shot", iteration=it)
+        relabels = steps.sample(ctx, "weak_labels", train_2, stage1, "zero_shot", iteration=it,
+                                system=cfg.instruction)
         re_demos = _icl_demos(cfg, ctx, train_2, relabels, it)
         re_icl = steps.sample(ctx, "strong_icl", steps.without_ids(train_2, {d[2] for d in re_demos}),
-                              strong, "few_shot", demos=[[q, a] for q, a, _ in re_demos], iteration=it)
+                              strong, "few_shot", demos=[[q, a] for q, a, _ in re_demos], iteration=it,
+                              system=cfg.instruction)
         stage1 = _stage1(cfg, ctx, train_2, relabels, re_icl, strong, iteration=it)
 
     # 6-7. stage-II pairs from the stage-I model's samples, then DPO / ORPO
@@ -84,7 +87,8 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
         s2 = cfg.stage2
         s2_samples = steps.sample(ctx, "stage2_samples", train_2, stage1, "zero_shot",
                                   sampling=replace(cfg.greedy, n=s2.n, temperature=s2.temperature,
-                                                   seed=s2.seed))
+                                                   seed=s2.seed),
+                                  system=cfg.instruction)
     rows.append(_evaluate(cfg, ctx, "stage1", test, stage1, "zero_shot"))
     if cfg.stage2.enabled:
         stage2 = _stage2(cfg, ctx, train_2, weak_labels, stage1, s2_samples)
@@ -92,7 +96,11 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     # 8. evaluation on the test split (the other models' rows were sampled above) and report
     if stage2 is not None:
         rows.append(_evaluate(cfg, ctx, "stage2", test, stage2, "zero_shot"))
-    sections = {"Training data built from train_2": w2s.data_section(ctx.rd.path)}
+    last = cfg.stage1.iterations - 1
+    sections = {"The paper's direction": w2s.direction_section(
+                    rows, w2s.stage_metrics(ctx, f"stage1_{cfg.stage1.variant}", last),
+                    w2s.stage_metrics(ctx, "stage2_pairs", 0)),
+                "Training data built from train_2": w2s.data_section(ctx.rd.path)}
     if cfg.stage2.enabled and stage2 is None:
         sections["Stage II"] = "No question met the stage-II criteria: no pairs, no stage-II model."
     return steps.finish(ctx, "w2s", f"Weak-to-strong: {ctx.rd.path.name}", rows, sections)
@@ -101,7 +109,7 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
 def _evaluate(cfg: W2SConfig, ctx: StepContext, name: str, test: pa.Table, model: ModelSpec,
               template: str, demos: list[list[str]] | None = None) -> EvalRow:
     return steps.evaluate(ctx, name, test, model, template, demos=demos, maj_k=cfg.eval.maj_k,
-                          temperature=cfg.eval.temperature)
+                          temperature=cfg.eval.temperature, system=cfg.instruction)
 
 
 def _icl_demos(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa.Table,
@@ -142,7 +150,8 @@ def _stage1(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa
 
     questions = train_2.to_pylist()
     weak, strong_icl = w2s.labels(weak_labels), w2s.labels(icl)
-    sets, stats = build_stage1(questions, weak, strong_icl, lambda q: build_prompt(q, "zero_shot"))
+    sets, stats = build_stage1(questions, weak, strong_icl,
+                               lambda q: build_prompt(q, "zero_shot", system=cfg.instruction))
     stats["weak_label_acc"] = labels_accuracy(questions, weak)
     stats["icl_label_acc"] = labels_accuracy(questions, strong_icl)
     data = _write_sets(cfg, ctx, sets, stats, "sft", "stage1", iteration)
@@ -160,7 +169,8 @@ def _stage2(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa
         by_q.setdefault(r["problem_id"], []).append(Labeled(response_text(r["completion"]), r["pred"] or ""))
     rule = PairRule(s2.min_confidence, s2.high_confidence, cfg.pairs_per_question)
     pairs, stats = build_stage2(train_2.to_pylist(), w2s.labels(weak_labels), by_q,
-                                lambda q: build_prompt(q, "zero_shot"), rule=rule, seed=s2.seed)
+                                lambda q: build_prompt(q, "zero_shot", system=cfg.instruction),
+                                rule=rule, seed=s2.seed)
     if not pairs:
         # Nothing to prefer: the stage-I model is left as is and the report says why.
         log.warning("stage II built no pairs (%s); skipping stage-II training", stats)
@@ -179,7 +189,7 @@ def _weak_model(cfg: W2SConfig, ctx: StepContext) -> ModelSpec | None:
     from raysys.prompts import build_prompt
 
     train_1 = steps.problems(ctx, "train_1", cfg.data.train_1)
-    rows = [{"prompt": build_prompt(p["question"], "zero_shot"),
+    rows = [{"prompt": build_prompt(p["question"], "zero_shot", system=cfg.instruction),
              "response": response_text(p["gold_solution"] or f"#### {p['gold_answer']}"),
              "source": p["id"]} for p in train_1.to_pylist()]
     data = steps.data_stage(ctx, "weak_sft_data", rows, "sft")

@@ -28,13 +28,16 @@ def quick(tmp_path: Path, **changes: object) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("name, temperature", [("demo.yaml", 1.0), ("demo_quick.yaml", 0.5)])
-def test_demo_configs_load_with_paper_defaults(name: str, temperature: float) -> None:
+@pytest.mark.parametrize("name, temperature, variant", [("demo.yaml", 1.0, "icl"),
+                                                         ("demo_quick.yaml", 0.5, "hybrid"),
+                                                         ("w2s_instruction.yaml", 1.0, "icl")])
+def test_demo_configs_load_with_paper_defaults(name: str, temperature: float, variant: str) -> None:
     cfg = load_run_config(CONFIGS / name)
     assert isinstance(cfg, W2SConfig)
     assert W2SConfig.__dataclass_fields__["stage2"].default_factory().temperature == 1.0
+    assert W2SConfig.__dataclass_fields__["stage1"].default_factory().variant == "hybrid"
     assert cfg.stage2.min_confidence == 0.6 and cfg.stage2.high_confidence == 0.8
-    assert cfg.stage2.temperature == temperature and cfg.stage1.variant == "hybrid"
+    assert cfg.stage2.temperature == temperature and cfg.stage1.variant == variant
     assert cfg.icl.demos_from == "weak" and cfg.greedy.temperature == 0.0
     assert cfg.pairs_per_question == 1
 
