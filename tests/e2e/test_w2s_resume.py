@@ -102,6 +102,11 @@ def test_quick_demo_writes_a_complete_run(reference: Path) -> None:
         "weak", "strong_icl", "strong_zero_shot", "stage1", "stage2"]
     status = _run(["status", str(reference)], timeout=60).stdout
     assert "models/stage1_iter0" in status and "running" not in status
+    # the report states each of the paper's claims with its verdict, and the measured reasons
+    direction = (reference / "report.md").read_text().split("## The paper's direction", 1)[1]
+    kept = read_manifest(reference / "iter_0" / "stage1_hybrid")["metrics"]["kept"]
+    assert "| stage I above strong ICL |" in direction and "| stage II above stage I |" in direction
+    assert f"from the {kept} of 48 questions where weak and ICL answers agree" in direction
 
 
 def test_instruction_heads_every_task_prompt_and_no_pretraining_one(reference: Path) -> None:
