@@ -104,9 +104,10 @@ def gold_demo_pool(train_1: pa.Table) -> list[tuple[str, str, str]]:
 
 
 def stage_metrics(ctx: StepContext, name: str, iteration: int) -> dict[str, Any] | None:
-    """The metrics a complete stage recorded in ``state.json`` (None when it did not run)."""
+    """The metrics a complete stage recorded (None when it did not run), from the run's
+    in-memory state rather than a re-read of ``state.json``."""
     key = ctx.rd.stage_dir(name, iteration).relative_to(ctx.rd.path).as_posix()
-    entry = load_state(ctx.rd.path)["stages"].get(key) or {}
+    entry = ctx.rd.state["stages"].get(key) or {}
     return entry.get("metrics") if entry.get("status") == "complete" else None
 
 
