@@ -177,6 +177,8 @@ CASES: list[Case] = [
     Case("misc", "run-role-reserves-nothing", ["run", "{cfg}", *W, "--set",
                                                "cluster.roles.critic.cpus_per_replica=0"],
          r"cluster\.roles\.critic\.cpus_per_replica: expected > 0 when gpus_per_replica is 0"),
+    Case("misc", "run-instruction-not-text", ["run", "{cfg}", *W, "--set", "instruction=[a, b]"],
+         r"instruction: expected str, got \['a', 'b'\]"),
     Case("nan/inf", "run-lr-schedule-unknown", ["run", "{cfg}", *W, "--set",
                                                 "weak_sft.train.lr_schedule=linear"],
          r"weak_sft\.train\.lr_schedule: expected one of 'cosine', 'constant', got 'linear'"),
