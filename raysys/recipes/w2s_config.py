@@ -92,6 +92,9 @@ class Stage2Config:
     max_pairs: int | None = None        # default: 1, or 3 when data.math_like
     method: Literal["dpo", "orpo"] = "dpo"
     seed: int = 0
+    # Sample (and build pairs on) only the first N train_2 questions; None: all of them. Stage II
+    # costs n samples per question, so a large train_2 (for many stage-I labels) can cap it here.
+    questions: int | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6))
 
     def validate(self, path: str) -> None:
@@ -101,6 +104,8 @@ class Stage2Config:
             raise ConfigError(f"{_key(path, 'n')}: expected >= 2 samples for a majority, got {self.n}")
         if self.temperature <= 0:
             raise ConfigError(f"{_key(path, 'temperature')}: expected > 0, got {self.temperature}")
+        if self.questions is not None and self.questions < 1:
+            raise ConfigError(f"{_key(path, 'questions')}: expected >= 1 or null (all), got {self.questions}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ConfigError(f"{_key(path, 'max_pairs')}: expected >= 1, got {self.max_pairs}")
 

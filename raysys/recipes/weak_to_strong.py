@@ -5,7 +5,8 @@
 3. Strong ICL: the strong model's greedy few-shot answers on ``train_2`` (weak demonstrations).
 4. Stage-I data: questions whose weak and ICL answers agree; hybrid / weak / ICL variants.
 5. Stage I: SFT of the strong model on the chosen variant (optionally a second iteration).
-6. Stage-II pairs: n samples of the stage-I model vs. the weak answer (``w2s_pairs``).
+6. Stage-II pairs: n samples of the stage-I model vs. the weak answer (``w2s_pairs``), on all
+   of ``train_2`` or its first ``stage2.questions``.
 7. Stage II: DPO or ORPO from the stage-I model.
 8. Evaluation of weak, strong ICL, stage I and stage II on the test split -> ``report.md``
    (plus the strong model zero-shot: the bar stage I must clear).
@@ -85,13 +86,14 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     stage2 = None
     if cfg.stage2.enabled:
         s2 = cfg.stage2
-        s2_samples = steps.sample(ctx, "stage2_samples", train_2, stage1, "zero_shot",
+        s2_questions = train_2 if s2.questions is None else train_2.slice(0, s2.questions)
+        s2_samples = steps.sample(ctx, "stage2_samples", s2_questions, stage1, "zero_shot",
                                   sampling=replace(cfg.greedy, n=s2.n, temperature=s2.temperature,
                                                    seed=s2.seed),
                                   system=cfg.instruction)
     rows.append(_evaluate(cfg, ctx, "stage1", test, stage1, "zero_shot"))
     if cfg.stage2.enabled:
-        stage2 = _stage2(cfg, ctx, train_2, weak_labels, stage1, s2_samples)
+        stage2 = _stage2(cfg, ctx, s2_questions, weak_labels, stage1, s2_samples)
 
     # 8. evaluation on the test split (the other models' rows were sampled above) and report
     if stage2 is not None:
@@ -158,7 +160,7 @@ def _stage1(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa
     return models.train(ctx, f"stage1_iter{iteration}", "sft", strong, data, cfg.stage1.train)
 
 
-def _stage2(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa.Table,
+def _stage2(cfg: W2SConfig, ctx: StepContext, questions: pa.Table, weak_labels: pa.Table,
             stage1: ModelSpec, samples: pa.Table) -> ModelSpec | None:
     """Stage-II pairs and preference training; None when no question yields a pair."""
     from raysys.prompts import build_prompt
@@ -168,7 +170,7 @@ def _stage2(cfg: W2SConfig, ctx: StepContext, train_2: pa.Table, weak_labels: pa
     for r in samples.to_pylist():
         by_q.setdefault(r["problem_id"], []).append(Labeled(response_text(r["completion"]), r["pred"] or ""))
     rule = PairRule(s2.min_confidence, s2.high_confidence, cfg.pairs_per_question)
-    pairs, stats = build_stage2(train_2.to_pylist(), w2s.labels(weak_labels), by_q,
+    pairs, stats = build_stage2(questions.to_pylist(), w2s.labels(weak_labels), by_q,
                                 lambda q: build_prompt(q, "zero_shot", system=cfg.instruction),
                                 rule=rule, seed=s2.seed)
     if not pairs:

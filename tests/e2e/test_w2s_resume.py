@@ -95,6 +95,11 @@ def test_quick_demo_writes_a_complete_run(reference: Path) -> None:
     hybrid = read_stage(reference / "iter_0" / "stage1_hybrid", "sft")
     weak_only = read_stage(reference / "iter_0" / "stage1_weak", "sft")
     assert hybrid.num_rows == 2 * weak_only.num_rows > 0
+    # stage II samples n answers for only the first stage2.questions train_2 questions
+    questions = read_stage(reference / "iter_0" / "problems_train_2", "problems").column("id").to_pylist()
+    samples = read_stage(reference / "iter_0" / "stage2_samples", "samples")
+    assert sorted(set(samples.column("problem_id").to_pylist())) == sorted(questions[:40])
+    assert samples.num_rows == 40 * 6
     info = json.loads((reference / "llamafactory" / "dataset_info.json").read_text())
     assert info["stage2_pairs_iter0"]["ranking"] is True
     table = _accuracy_section(reference)

@@ -60,6 +60,7 @@ def test_gsm8k_config_validates_with_supplied_models(shared_data_dir: Path, tiny
     ({"stage2__min_confidence": 0.9}, "stage2.min_confidence: expected <= stage2.high_confidence"),
     ({"stage1__variant": "both"}, "stage1.variant: expected one of 'hybrid', 'weak', 'icl'"),
     ({"stage2__method": "ppo"}, "stage2.method: expected one of 'dpo', 'orpo'"),
+    ({"stage2__questions": 0}, r"stage2.questions: expected >= 1 or null \(all\), got 0"),
     ({"tiny": {"weak": None, "strong": None}}, "tiny.weak: required when models.weak.path is 'tiny'"),
     ({"icl__k": 0}, "icl.k: expected >= 1"),
     ({"stage1__train__lr": "fast"}, "stage1.train.lr: expected float, got 'fast'"),
