@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from raysys.config import to_dict
@@ -142,6 +143,26 @@ HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 HEALTH_CHECK_INTERVAL_S = "0.5"
 
 
+def poll_interval_s(environ: Mapping[str, str]) -> str:
+    """The controller's poll interval for the fit task: the environment's value, else 0.5 s.
+
+    Checked here because the controller would fail on a bad value only after Ray Train started.
+    """
+    import math
+
+    from raysys.config import ConfigError
+
+    value = environ.get(HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S)
+    try:
+        ok = math.isfinite(float(value)) and float(value) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"environment variable {HEALTH_CHECK_INTERVAL_ENV}: expected a finite "
+                          f"number of seconds > 0, got {value!r}")
+    return value
+
+
 def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | None = None) -> Any:
     """Run ``trainer.fit()`` in a task whose environment names this cluster's address.
 
@@ -159,8 +180,7 @@ def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | 
     def fit(t: Any) -> Any:
         return t.fit()
 
-    env = {"RAY_ADDRESS": address,
-           HEALTH_CHECK_INTERVAL_ENV: os.environ.get(HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S)}
+    env = {"RAY_ADDRESS": address, HEALTH_CHECK_INTERVAL_ENV: poll_interval_s(os.environ)}
     ref = fit.options(runtime_env={"env_vars": env}).remote(trainer)
     return ray.get(ref) if progress is None else _wait_with_progress(ref, *progress)
 
@@ -220,6 +240,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     kind = get_kind(cfg.kind)
     validate_model_for_training(cfg)
     check_trackers_installed(cfg.trackers)      # a missing tracker package: before Ray starts
+    poll_interval_s(os.environ)                 # a bad poll interval: before Ray starts too
     cfg = with_absolute_paths(cfg)
     rows = load_rows(cfg.data, cfg.kind)
     tokenizer = load_tokenizer(cfg.model, padding_side="right", trust_remote_code=cfg.trust_remote_code)

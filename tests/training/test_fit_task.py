@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from raysys.config import ConfigError
 from raysys.training.trainer import (HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S,
-                                     _fit_pinned_to_this_cluster)
+                                     _fit_pinned_to_this_cluster, poll_interval_s)
 
 
 def _env_probe() -> object:
@@ -36,3 +37,10 @@ def test_fit_task_names_this_cluster_and_polls_every_half_second(
 def test_a_poll_interval_set_in_the_environment_wins(ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(HEALTH_CHECK_INTERVAL_ENV, "3")
     assert _fit_pinned_to_this_cluster(_env_probe())[HEALTH_CHECK_INTERVAL_ENV] == "3"
+
+
+@pytest.mark.parametrize("value", ["", "abc", "0", "-1", "nan", "inf"])
+def test_a_bad_poll_interval_is_one_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"environment variable {HEALTH_CHECK_INTERVAL_ENV}: "
+                                          rf"expected a finite number of seconds > 0, got '{value}'"):
+        poll_interval_s({HEALTH_CHECK_INTERVAL_ENV: value})
