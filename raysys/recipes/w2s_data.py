@@ -10,7 +10,6 @@ import pyarrow as pa
 
 from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
-from raysys.pipeline import load_state
 from raysys.prompts import response_text
 from raysys.recipes.steps import EvalRow, StepContext
 from raysys.recipes.w2s_pairs import Labeled
@@ -111,10 +110,11 @@ def stage_metrics(ctx: StepContext, name: str, iteration: int) -> dict[str, Any]
     return entry.get("metrics") if entry.get("status") == "complete" else None
 
 
-def data_section(run_dir: Path) -> str:
-    """A small table of what the data stages measured (label quality, filter, pair branches)."""
+def data_section(state: dict[str, Any]) -> str:
+    """A small table of what the data stages measured (label quality, filter, pair branches),
+    from a run's state (``RunDir.state``, the contents of ``state.json``)."""
     lines = ["| stage | metrics |", "|---|---|"]
-    for key, e in load_state(run_dir)["stages"].items():
+    for key, e in sorted(state["stages"].items()):   # state.json order, fresh or resumed
         name = key.split("/")[-1]
         if name.startswith(("stage1_", "stage2_pairs", "weak_labels", "strong_icl")) and e.get("metrics"):
             m = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in e["metrics"].items()

@@ -102,7 +102,7 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
     sections = {"The paper's direction": w2s.direction_section(
                     rows, w2s.stage_metrics(ctx, f"stage1_{cfg.stage1.variant}", last),
                     w2s.stage_metrics(ctx, "stage2_pairs", 0)),
-                "Training data built from train_2": w2s.data_section(ctx.rd.path)}
+                "Training data built from train_2": w2s.data_section(ctx.rd.state)}
     if cfg.stage2.enabled and stage2 is None:
         sections["Stage II"] = "No question met the stage-II criteria: no pairs, no stage-II model."
     return steps.finish(ctx, "w2s", f"Weak-to-strong: {ctx.rd.path.name}", rows, sections)
