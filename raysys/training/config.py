@@ -73,6 +73,8 @@ class TrainConfig:
     merge_output: bool | None = None
     dpo_beta: float = 0.1
     dpo_label_smoothing: float = 0.0
+    # DPO + alpha * the chosen answer's per-token NLL (Pang et al. 2024 use 1.0); 0: plain DPO
+    dpo_nll_weight: float = 0.0
     orpo_lambda: float = 0.1
     checkpoint_every: int = 0               # optimizer steps between checkpoints; 0: none
     keep_checkpoints: int = 2
@@ -111,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"{key('head_lr')}: expected > 0, got {self.head_lr}")
         check_range(self.warmup_ratio, key("warmup_ratio"), 0.0, 1.0)
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
+        if self.dpo_nll_weight < 0:     # non-finite floats are refused when the config is read
+            raise ConfigError(f"{key('dpo_nll_weight')}: expected >= 0, got {self.dpo_nll_weight}")
         from raysys.training.trackers import check_tracker_names
         check_tracker_names(self.trackers, key("trackers"))
         if self.model is not None:

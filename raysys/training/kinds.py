@@ -190,9 +190,10 @@ def _dpo_loss(model: Any, batch: Batch, cfg: TrainConfig,
               global_units: float) -> tuple[torch.Tensor, dict[str, float]]:
     from raysys.training.losses import dpo_loss
 
-    pc, pr, _, _ = pair_logps(model, batch)
+    pc, pr, nc, _ = pair_logps(model, batch)
     loss, cr, rr = dpo_loss(pc, pr, batch["ref_chosen_logps"], batch["ref_rejected_logps"],
-                            beta=cfg.dpo_beta, label_smoothing=cfg.dpo_label_smoothing)
+                            beta=cfg.dpo_beta, label_smoothing=cfg.dpo_label_smoothing,
+                            nll_weight=cfg.dpo_nll_weight, chosen_tokens=nc)
     return loss.mean(), {"reward_accuracy": float((cr > rr).float().mean()),
                          "reward_margin": float((cr - rr).mean()),
                          "chosen_reward": float(cr.mean()), "rejected_reward": float(rr.mean())}

@@ -96,21 +96,30 @@ def sft_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
 
 def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
              ref_chosen_logps: Tensor, ref_rejected_logps: Tensor, beta: float = 0.1,
-             label_smoothing: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
-    """Sigmoid DPO loss (Rafailov et al. 2023), with conservative label smoothing.
+             label_smoothing: float = 0.0, nll_weight: float = 0.0,
+             chosen_tokens: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Sigmoid DPO loss (Rafailov et al. 2023), with conservative label smoothing and an NLL term.
 
     With ``z = beta * ((pi_c - ref_c) - (pi_r - ref_r))`` the per-example loss is
     ``-(1 - eps) * logsigmoid(z) - eps * logsigmoid(-z)``, where ``eps = label_smoothing`` is the
-    assumed probability that a preference label is flipped (cDPO). Inputs are summed sequence
-    log-probs ``[B]``. Returns ``(loss [B], chosen_rewards [B], rejected_rewards [B])``; the
+    assumed probability that a preference label is flipped (cDPO). ``nll_weight = alpha > 0``
+    adds ``-alpha * pi_c / chosen_tokens``, the chosen answer's per-token NLL (Pang et al. 2024,
+    iterative RPO: plain DPO can lower the chosen answer's likelihood along with the rejected
+    one's). Inputs are summed sequence log-probs ``[B]``; ``chosen_tokens [B]`` counts the
+    chosen answers' tokens. Returns ``(loss [B], chosen_rewards [B], rejected_rewards [B])``; the
     rewards ``beta * (pi - ref)`` are detached, for logging reward accuracy and margins.
     """
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if nll_weight < 0 or (nll_weight > 0 and chosen_tokens is None):
+        raise ValueError(f"dpo_loss: nll_weight must be >= 0 and needs chosen_tokens, got "
+                         f"{nll_weight} with chosen_tokens={chosen_tokens}")
     chosen_ratio = policy_chosen_logps - ref_chosen_logps
     rejected_ratio = policy_rejected_logps - ref_rejected_logps
     z = beta * (chosen_ratio - rejected_ratio)
     loss = -(1.0 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+    if nll_weight > 0:
+        loss = loss - nll_weight * policy_chosen_logps / chosen_tokens.clamp(min=1)
     return loss, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
 
 

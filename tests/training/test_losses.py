@@ -128,6 +128,20 @@ def test_dpo_hand_computed() -> None:
     assert smoothed.item() == pytest.approx(0.41326168751822286, abs=1e-6)
 
 
+def test_dpo_nll_term_hand_computed() -> None:
+    # The z = 1 case above plus alpha * per-token NLL of chosen: alpha 2, p_c = -1 over 4 tokens
+    # adds 2 * 1 / 4 = 0.5; d/d p_c adds -alpha / 4 = -0.5.
+    p_c = torch.tensor([-1.0], requires_grad=True)
+    loss, rc, _ = dpo_loss(p_c, torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]),
+                           beta=0.5, nll_weight=2.0, chosen_tokens=torch.tensor([4]))
+    assert loss.item() == pytest.approx(0.31326168751822286 + 0.5, abs=1e-6)
+    assert rc.item() == pytest.approx(0.5)            # the rewards do not see the NLL term
+    loss.sum().backward()
+    assert p_c.grad.item() == pytest.approx(-0.5 / (1 + math.e) - 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_loss(p_c, p_c, p_c, p_c, nll_weight=1.0)
+
+
 def test_orpo_hand_computed() -> None:
     # a = log 0.5 -> odds 1; b = log 0.25 -> odds 1/3; log odds ratio = log 3.
     # loss = nll - lam * log sigmoid(log 3) = 2.0 + 0.1 * log(4/3) = 2.0287682.

@@ -114,3 +114,26 @@ def test_verifier_head_gets_its_own_lr(tiny_model_dir: Path) -> None:
     assert [g["lr"] for g in KINDS["verifier"].param_groups(same, model)] == [1e-4, 1e-4]
     with pytest.raises(ConfigError, match=r"head_lr: expected > 0"):
         from_dict(TrainConfig, {"head_lr": 0})
+
+
+def test_dpo_kind_adds_the_chosen_per_token_nll(tiny_model_dir: Path) -> None:
+    """``dpo_nll_weight`` reaches the dpo kind's loss as alpha * mean(-log p(chosen) / tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import pair_rows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    dpo = KINDS["dpo"]
+    examples, _ = dpo.tokenize(pair_rows(3), tok, 256, "truncate")
+    batch = dpo.collate(examples, tok.pad_token_id)
+    batch["ref_chosen_logps"] = batch["ref_rejected_logps"] = torch.zeros(3)
+    with torch.no_grad():
+        pc, _, nc, _ = kinds.pair_logps(model, batch)
+        plain, _ = dpo.loss(model, batch, from_dict(TrainConfig, {"kind": "dpo"}), 3.0)
+        rpo, _ = dpo.loss(model, batch, from_dict(TrainConfig, {"kind": "dpo",
+                                                                "dpo_nll_weight": 0.5}), 3.0)
+    assert bool((nc > 1).all())
+    torch.testing.assert_close(rpo - plain, 0.5 * (-pc / nc).mean())
+    with pytest.raises(ConfigError, match=r"dpo_nll_weight: expected >= 0, got -0.1"):
+        from_dict(TrainConfig, {"dpo_nll_weight": -0.1})
