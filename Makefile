@@ -52,6 +52,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/refresh.py
 	$(BIN)/python benchmarks/guided.py
 	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/numerics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
