@@ -29,6 +29,14 @@ class PairedDiff:
                 f"({self.gained}/{self.lost})")
 
 
+# What a paired-bootstrap CI leaves out, for reports that call a difference shown. Measured: the
+# same tiny configs on two machines moved differences by up to 5 points and flipped small ones
+# (benchmarks/RESULTS.md, "Reproducibility of the tiny-model tables").
+TRAINING_NOISE = ("The CIs cover the draw of test problems, not training noise: a retrained "
+                  "model (another seed, CPU or library version) moves a difference too, so one "
+                  "run's small effect is not yet a replicated one.")
+
+
 def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 2000,
                      seed: int = 0, level: float = 0.95) -> PairedDiff:
     """Percentile bootstrap of ``mean(b) - mean(a)`` resampling problems (pairs) with

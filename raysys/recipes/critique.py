@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from raysys.config import ModelSpec
 from raysys.critique import assemble_sft
-from raysys.pipeline.stats import paired_bootstrap
+from raysys.pipeline.stats import TRAINING_NOISE, paired_bootstrap
 from raysys.recipes import critique_steps as cs
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
@@ -175,6 +175,7 @@ def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: lis
         for t in sorted({s["iteration"] for s in per_iter}):
             d = evals[f"critique_iter{t}"].minus(evals[f"plain_iter{t}"])
             lines.append(f"- iteration {t}: {d.cell()}")
+        lines.append(f"\n{TRAINING_NOISE}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from raysys.config import EngineConfig, ModelSpec
+from raysys.pipeline.stats import TRAINING_NOISE
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes.llm2_config import LLM2Config
@@ -183,4 +184,4 @@ def _differences(ctx: StepContext, plain: EvalRow, guided: EvalRow, rows: list[E
         b = maj_outcomes(ctx.rd.stage_dir(f"eval_{guided.model}_maj{k}"), k)
         a_row, b_row = EvalRow("a", 0, 0, outcomes=a), EvalRow("b", 0, 0, outcomes=b)
         lines.append(f"| guided maj@{k} − plain maj@{k} | {b_row.minus(a_row).cell()} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", TRAINING_NOISE])

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from raysys.data.io import read_stage, write_stage
 from raysys.errors import StageError
+from raysys.pipeline.stats import TRAINING_NOISE
 from raysys.prompts import response_text
 from raysys.recipes.steps import EvalRow, StepContext
 from raysys.recipes.w2s_pairs import Labeled
@@ -162,4 +163,6 @@ def direction_section(evals: list[EvalRow], stage1: dict[str, Any] | None,
         chosen = stage2.get("chosen_acc")
         tail = f", chosen answers {100 * chosen:.1f}% correct" if chosen is not None else ""
         why.append(f"- Stage II learned from {stage2['pairs']} pairs{tail}.")
+    if len(lines) > 2:
+        why.append(f"- {TRAINING_NOISE}")
     return "\n".join(lines + ([""] + why if why else []))

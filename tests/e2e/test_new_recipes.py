@@ -62,7 +62,7 @@ def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> Non
     report = (critique_run / "report.md").read_text()
     loop = _section(report, "Self-improvement per iteration")
     assert "| 1 | critique |" in loop and "| 1 | plain |" in loop
-    assert "critique minus plain" in loop
+    assert "critique minus plain" in loop and "not training noise" in loop
     for gate in ("critic", "oracle", "gold"):
         rounds = _section(report, f"Test time, {gate}-gated critique -> refine")
         assert rounds.count("\n| 0 |") == 1 and rounds.count("\n| 1 |") == 1
@@ -110,6 +110,7 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[P
     assert "held-out pairs: verifier ranks gold above the negative" in report
     diffs = _section(report, "Guided minus plain (paired bootstrap)")
     assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
+    assert "not training noise" in diffs
     # every explored problem has a row; pairs index the gold token of the zero-shot text
     # rendering, whose prompt is exactly the one the decoder is given
     pairs = json.loads((run_dir / "iter_0" / "token_pairs" / "_MANIFEST.json").read_text())

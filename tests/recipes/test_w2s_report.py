@@ -25,6 +25,7 @@ def test_claims_shown_only_when_the_interval_excludes_zero() -> None:
     assert _claims(text) == {"stage I above strong ICL": "yes",
                              "stage II above stage I": "no: the CI includes 0"}
     assert "+100.0 [+100.0, +100.0] (10/0)" in text
+    assert "not training noise" in text             # the caveat comes with the claims
 
 
 def test_a_reversed_claim_and_the_premise_and_data_lines() -> None:
@@ -45,3 +46,4 @@ def test_premise_holds_when_few_shot_beats_zero_shot_beyond_noise() -> None:
     text = direction_section(evals, None, None)
     assert "zero-shot 0.0%, few-shot (strong ICL) 80.0%" in text
     assert "the paper's premise holds" in text and _claims(text) == {}
+    assert "not training noise" not in text         # no claim measured, no caveat
