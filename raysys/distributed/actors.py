@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from raysys.config import ClusterConfig, EngineConfig, ModelSpec
 from raysys.engines.base import Completion, SamplingParams
@@ -25,6 +27,7 @@ from raysys.errors import StageError
 log = logging.getLogger(__name__)
 
 Weights = tuple[str, str | None]   # (model_path, adapter)
+T = TypeVar("T")
 
 PLACEMENT_TIMEOUT_S = 120.0
 
@@ -49,6 +52,57 @@ def wait_results(refs: list[Any], timeout_s: float, what: str) -> list[Any]:
                              "a collective is hung (see the Ray dashboard / actor logs)")
         ray.get(ready)            # a replica's error surfaces now, not after the slowest one
     return ray.get(list(refs))    # all finished: returns at once
+
+
+def iter_with_stall_bound(items: Iterable[T], timeout_s: float, what: str) -> Iterator[T]:
+    """``items``, pulled on a daemon thread, failing with :class:`StallError` when none arrives
+    for ``timeout_s`` seconds (the clock restarts at every item). For iterators the driver cannot
+    wait on with a timeout itself (a Ray Data ``iter_batches``); an error in ``items`` is
+    re-raised here. A consumer that stops early (an error while handling an item) stops the
+    thread, which closes ``items`` (Ray Data then releases its actors); after a stall the thread
+    is abandoned inside the hung call and ends with the process or the cluster."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull() -> None:
+        it = iter(items)
+        try:
+            for item in it:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as e:           # re-raised in the consumer
+            put(("error", e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=pull, name=f"stall-bound {what}", daemon=True).start()
+    try:
+        while True:
+            try:
+                tag, value = q.get(timeout=timeout_s)
+            except queue.Empty:
+                raise StallError(f"{what}: no result for {timeout_s:g} s (cluster.stall_timeout_s); "
+                                 "a replica or its engine is hung (see the Ray dashboard / actor "
+                                 "logs)") from None
+            if tag == "end":
+                return
+            if tag == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def split_even(total: int, parts: int) -> list[tuple[int, int]]:

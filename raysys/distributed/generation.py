@@ -29,7 +29,7 @@ from raysys.config import ClusterConfig, EngineConfig, ModelSpec
 from raysys.data.io import DataError, is_complete, read_manifest, read_stage, write_manifest
 from raysys.data.schema import conform
 from raysys.engines.base import Completion, SamplingParams
-from raysys.distributed.actors import StallError
+from raysys.distributed.actors import StallError, iter_with_stall_bound
 from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
                                              finalize_parts, land_part, load_generated,
                                              request_fingerprint, row_keys, run_id, sort_rows,
@@ -256,8 +256,9 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
             init_ray(cluster)
             log.info("%s: %d rows (%d outputs missing) with %d replica(s)", label, len(work), missing,
                      replicas)
-            _run_pipeline(work, out, progress, on_part, model=model, engine=engine, params=params,
-                          cluster=cluster, spec=spec)
+            with named_stall(label):
+                _run_pipeline(work, out, progress, on_part, model=model, engine=engine,
+                              params=params, cluster=cluster, spec=spec)
     t_generate = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -294,7 +295,10 @@ def _run_pipeline(work: list[dict[str, Any]], out: Path, progress: Progress,
     )
     rid, t_start = run_id(), time.perf_counter()
     report_live(progress, out, t_start)
-    for i, result in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
+    # Ray Data's iterator has no timeout of its own: a hung engine actor would block here forever.
+    batches = iter_with_stall_bound(ds.iter_batches(batch_size=None, batch_format="pyarrow"),
+                                    cluster.stall_timeout_s, "Ray Data engine actors")
+    for i, result in enumerate(batches):
         if result.num_rows == 0:
             continue
         progress.nodes.update(result.column(NODE_COLUMN).to_pylist())

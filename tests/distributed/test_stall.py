@@ -146,3 +146,79 @@ def test_a_hung_streamed_stage_fails_naming_it(nappers: ActorGroup, tmp_path: Pa
     with pytest.raises(StageError, match=r"^stage 'critiques_it1': generate: 1 of 1 call\(s\) made "
                                          r"no progress for 3 s"):
         stream.land(chunk)
+
+
+def _slow_batches(batch: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Data UDF: the batch holding id 2 stalls for 8 s (past the 3 s bound), others pass."""
+    if 2 in list(batch["id"]):
+        time.sleep(8)
+    return batch
+
+
+def test_iter_with_stall_bound_passes_items_errors_and_fails_a_stalled_iterator() -> None:
+    from raysys.distributed.actors import iter_with_stall_bound
+
+    assert list(iter_with_stall_bound(iter(range(5)), 1.0, "x")) == [0, 1, 2, 3, 4]
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise ValueError("engine crashed")
+    got: list[int] = []
+    with pytest.raises(ValueError, match="engine crashed"):
+        got.extend(iter_with_stall_bound(broken(), 1.0, "x"))
+    assert got == [1]
+
+    closed: list[bool] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+    for i in iter_with_stall_bound(endless(), 1.0, "x"):
+        if i == 3:
+            break                       # the consumer stops: the source is closed, not leaked
+    deadline = time.monotonic() + 2
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed == [True]
+
+    def stalls() -> Iterator[float]:
+        yield 0.1
+        time.sleep(1.5)                 # past the bound; then the abandoned reader ends
+        yield 0.2
+    t0, got = time.monotonic(), []
+    with pytest.raises(StallError, match=r"^pipeline: no result for 0\.5 s \(cluster\.stall"):
+        got.extend(iter_with_stall_bound(stalls(), 0.5, "pipeline"))
+    assert got == [0.1] and time.monotonic() - t0 < 2.0
+
+
+def test_a_stalled_ray_data_pipeline_fails_within_the_timeout(ray_local: None) -> None:
+    """The generation stage's Ray Data path reads results through the same bound. When the
+    stalled call returns at last, the abandoned reader closes the pipeline instead of leaking it."""
+    import threading
+
+    import ray
+
+    from raysys.distributed.actors import iter_with_stall_bound
+
+    ds = ray.data.range(4, override_num_blocks=4).map_batches(_slow_batches, batch_size=1)
+    got: list[int] = []
+    t0 = time.monotonic()
+    with pytest.raises(StallError, match=r"^Ray Data engine actors: no result for 3 s"):
+        for batch in iter_with_stall_bound(ds.iter_batches(batch_size=None), TIMEOUT_S,
+                                           "Ray Data engine actors"):
+            got += [int(i) for i in batch["id"]]
+    assert time.monotonic() - t0 < 60           # bounded; Ray Data start-up included
+    assert 2 not in got
+
+    def readers() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t.name == "stall-bound Ray Data engine actors"]
+    deadline = time.monotonic() + 30
+    while readers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert readers() == []
