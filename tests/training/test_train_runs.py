@@ -191,5 +191,10 @@ def test_accum_run_resumed_after_a_halt_matches_an_uninterrupted_1x8_run(
     _assert_same_trajectory(second, runs["1x8"])
     resumed = load_file(second.out / "model.safetensors")
     straight = load_file(runs["1x8"].out / "model.safetensors")
+    init = load_file(tiny_model_dir / "model.safetensors")
     for name, w in straight.items():
-        torch.testing.assert_close(resumed[name], w, rtol=1e-4, atol=1e-6)
+        # Per tensor, not per element: Adam divides by sqrt(v), so an element whose gradients
+        # are ~0 turns summation-order noise (2 x 4 vs 1 x 8) into a visible step (CI once saw
+        # 3 of 65,536 elements off by 2.6e-5). A lost or repeated step moves whole tensors.
+        moved = (w - init[name]).norm()
+        assert (resumed[name] - w).norm() <= 1e-3 * moved + 1e-7, name
