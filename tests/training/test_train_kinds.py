@@ -137,3 +137,7 @@ def test_dpo_kind_adds_the_chosen_per_token_nll(tiny_model_dir: Path) -> None:
     torch.testing.assert_close(rpo - plain, 0.5 * (-pc / nc).mean())
     with pytest.raises(ConfigError, match=r"dpo_nll_weight: expected >= 0, got -0.1"):
         from_dict(TrainConfig, {"dpo_nll_weight": -0.1})
+    for bad, msg in (("abc", "expected float, got 'abc'"), (float("nan"), "expected a finite float"),
+                     ([1], "expected float, got \\[1\\]")):
+        with pytest.raises(ConfigError, match=rf"^dpo_nll_weight: {msg}"):
+            from_dict(TrainConfig, {"dpo_nll_weight": bad})
