@@ -59,16 +59,19 @@ def prebuild_cpu_comm_op() -> None:
     """Compile (or load from cache) DeepSpeed's CPU shared-memory comm op on the driver.
 
     Compiled inside a Ray Train worker, the ~1 min build can trip the worker health check;
-    built here once, workers find it in TORCH_EXTENSIONS_DIR.
+    built here once, workers find it in TORCH_EXTENSIONS_DIR (which must be set). A lock a
+    killed build left there is removed first.
     """
     import contextlib
     import io
 
     from deepspeed.comm.torch import build_shm_op
 
+    from raysys.training.build_locks import clear_stale_build_locks
     from raysys.training.worker import ensure_compiler
 
     ensure_compiler()
+    clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])   # a killed build's lock: no hang
     with contextlib.redirect_stdout(io.StringIO()):   # keeps `raysys train` output to results
         build_shm_op()
 

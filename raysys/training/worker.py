@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from raysys.pipeline.live_metrics import run_name, training_step
+from raysys.training.build_locks import clear_stale_build_locks
 from raysys.training.config import TrainConfig
 from raysys.training.kinds import TrainingKind, get_kind, load_model, register_kind, with_lora
 from raysys.training.schedule import lr_factor, micro_batches, total_steps
@@ -99,9 +100,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from raysys.config import from_dict
 
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["torch_extensions_dir"])
     if not config["cfg"].get("use_gpu"):
         ensure_compiler()
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["torch_extensions_dir"])
+        # This node's cache may hold a lock a killed build left: DeepSpeed would wait forever.
+        clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     if config.get("kind") is not None:
         register_kind(config["kind"])   # a kind registered outside raysys is known here too
     cfg = from_dict(TrainConfig, config["cfg"])
