@@ -138,6 +138,7 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
             # e.g. the second recipe of `demo --recipe all`: the running instance keeps its CPUs
             log.warning("cluster.num_cpus %s ignored: this process's Ray instance has %s CPUs",
                         cluster.num_cpus, ray.cluster_resources().get("CPU"))
+        record_ray_session()    # this run's logs dir names the session it joined, too
         return
     cluster = cluster or ClusterConfig()
     address = resolve_address(cluster.address)

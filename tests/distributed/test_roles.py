@@ -124,3 +124,21 @@ def test_joining_the_running_instance_warns_when_num_cpus_differs(ray_local: Any
         init_ray(ClusterConfig(num_cpus=8))
     assert [r.getMessage() for r in caplog.records] == [
         "cluster.num_cpus 8 ignored: this process's Ray instance has 2.0 CPUs"]
+
+
+def test_a_run_that_joins_the_running_instance_names_its_session(ray_local: Any,
+                                                                tmp_path: Path) -> None:
+    """`demo --recipe all`: the second and third recipes join the first one's Ray instance;
+    their logs dirs name that session too (they once had no ray_session.txt)."""
+    import ray
+
+    from raysys.console import run_logging
+    from raysys.distributed.ray_init import init_ray
+
+    ctx = ray.get_runtime_context()
+    session_logs = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
+    for name in ("llm2", "critique"):
+        with run_logging(tmp_path / name, capture_fds=False) as logs:
+            init_ray(ClusterConfig())
+        assert (logs / "ray_session.txt").read_text().strip() == str(session_logs)
+        assert (logs / "ray_session").resolve() == session_logs.resolve()

@@ -4,15 +4,24 @@ recipes one after another, the strong/actor tiny model pre-trained once for two 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 
+class QuickAll(NamedTuple):
+    """The parent run dir (one run dir per recipe under it) and what the command printed."""
+
+    parent: Path
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="session")
-def quick_all(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """(parent run dir, the command's stdout) of one quick demo of every recipe."""
+def quick_all(tmp_path_factory: pytest.TempPathFactory) -> QuickAll:
+    """One quick demo of every recipe, run as a user runs it (no console settings changed)."""
     from test_w2s_resume import _run
 
     parent = tmp_path_factory.mktemp("demo_all") / "runs"
     proc = _run(["demo", "--recipe", "all", "--quick", "--run-dir", str(parent)], timeout=1800)
-    return parent, proc.stdout
+    return QuickAll(parent, proc.stdout, proc.stderr)

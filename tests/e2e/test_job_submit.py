@@ -64,9 +64,11 @@ class RayHead:
         return "\n".join(parts)
 
 
-@pytest.fixture()
-def token_auth_head(tmp_path):
-    """A local Ray head with token auth, dashboard on 127.0.0.1; yields a :class:`RayHead`."""
+@pytest.fixture(scope="module")
+def token_auth_head(tmp_path_factory: pytest.TempPathFactory):
+    """A local Ray head with token auth, dashboard on 127.0.0.1; yields a :class:`RayHead`.
+    One for the module: starting and stopping a head costs ~40 s."""
+    tmp_path = tmp_path_factory.mktemp("ray_head")
     short = Path(tempfile.mkdtemp(prefix="rsj", dir="/tmp"))   # Ray's socket paths must stay short
     token = short / "auth_token"
     token.write_text(secrets.token_hex(32))

@@ -5,6 +5,7 @@ run, and a re-run of a finished run that redoes nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,13 +33,13 @@ def _section(report: str, head: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def critique_run(quick_all: tuple[Path, str]) -> Path:
+def critique_run(quick_all: tuple[Path, str, str]) -> Path:
     """The critique run of the quick demo of every recipe (tests/e2e/conftest.py)."""
     return quick_all[0] / "critique"
 
 
-def test_demo_all_pretrains_the_shared_actor_once(quick_all: tuple[Path, str]) -> None:
-    parent, stdout = quick_all
+def test_demo_all_pretrains_the_shared_actor_once(quick_all: tuple[Path, str, str]) -> None:
+    parent, stdout, _ = quick_all
     assert [ln for ln in stdout.splitlines() if ln.startswith("== ")] == [
         "== w2s ==", "== llm2 ==", "== critique =="]
     strong = parent / "w2s" / "models" / "strong_pretrained"
@@ -101,7 +102,7 @@ def test_finished_run_reruns_nothing(critique_run: Path) -> None:
     assert {k: v.get("end") for k, v in after.items()} == {k: v.get("end") for k, v in before.items()}
 
 
-def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[Path, str]) -> None:
+def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[Path, str, str]) -> None:
     run_dir = quick_all[0] / "llm2"
     llm2_table = quick_all[1].split("== llm2 ==", 1)[1].split("== critique ==", 1)[0]
     for row in ("| plain |", "| guided_beta0.25 |", "| guided_beta1 |", "| best_of_3 |"):
@@ -130,3 +131,24 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[P
             messages[0]["content"].endswith("\nAnswer:")
         ids = render_pair_ids(messages, tok, r["render"])
         assert all(ids[p] == gt and neg != gt for p, gt, neg in r["samples"])
+
+
+def test_quick_demo_console_is_short_and_raysys_only(quick_all: tuple[Path, str, str]) -> None:
+    """What `raysys demo --recipe all --quick` prints: raysys's own timestamped lines, the
+    recipes' headings and result tables, under 40 lines a recipe; library output goes to each
+    run's logs/driver.log, and logs/ray_session.txt points at Ray's session logs."""
+    from raysys.console import CONSOLE_LINE
+
+    parent, stdout, stderr = quick_all
+    console = (stdout + stderr).splitlines()
+    assert len(console) < 3 * 40, "\n".join(console)
+    result_line = re.compile(r"^(\|.*\||run dir: .*|report: .*|== (w2s|llm2|critique) ==|)$")
+    foreign = [ln for ln in console if not (CONSOLE_LINE.match(ln) or result_line.match(ln))]
+    assert foreign == [], "\n".join(foreign)
+    assert any("models/weak: done" in ln for ln in console)
+    assert "Started a local Ray instance" in (parent / "w2s" / "logs" / "driver.log").read_text()
+    sessions = {Path((parent / recipe / "logs" / "ray_session.txt").read_text().strip())
+                for recipe in ("w2s", "llm2", "critique")}
+    assert len(sessions) == 1                  # one Ray instance served the three recipes
+    session = sessions.pop()
+    assert session.name == "logs" and session.parent.name.startswith("session_")

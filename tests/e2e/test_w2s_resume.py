@@ -77,9 +77,9 @@ def _accuracy_section(run_dir: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(quick_all: tuple[Path, str]) -> Path:
+def reference(quick_all: tuple[Path, str, str]) -> Path:
     """The weak-to-strong run of the quick demo of every recipe (tests/e2e/conftest.py)."""
-    parent, stdout = quick_all
+    parent, stdout, _ = quick_all
     run_dir = parent / "w2s"
     assert "| stage1 |" in stdout and str(run_dir) in stdout
     return run_dir
