@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("raysys.cli.run:run", "Run a recipe config end to end (resumable)."),
     "status": ("raysys.cli.run:status", "Show the stages of a run directory."),
     "report": ("raysys.cli.report:report", "Regenerate a run's report.md and figures."),
+    "compare": ("raysys.cli.compare:compare", "Compare reruns of one recipe (seeds)."),
     "demo": ("raysys.cli.run:demo", "Run a method's demo (or all three) on tiny models."),
 }
 

@@ -19,6 +19,8 @@ RESULT_FILE = "result.json"        # written by raysys.recipes.steps.finish
 FIGURES_DIR = "figures"
 # The row every other row is compared with (paired bootstrap), per method; else the first row.
 BASELINES = {"w2s": "strong_icl", "llm2": "plain", "critique": "actor_iter0"}
+# Per-problem fields of a result row (for paired comparisons), not report columns.
+OUTCOME_KEYS = ("outcomes", "maj_outcomes")
 
 
 @dataclass
@@ -97,7 +99,7 @@ def render_run_report(result: Mapping[str, Any], state: Mapping[str, Any],
     # A recipe that wrote its own paired-bootstrap section (LLM2) already has these comparisons.
     own = any("paired bootstrap" in head for head in (result.get("sections") or {}))
     diffs = differences_table(evals, base) if base is not None and not own else ""
-    rows = [{k: v for k, v in r.items() if k != "outcomes"} for r in evals]
+    rows = [{k: v for k, v in r.items() if k not in OUTCOME_KEYS} for r in evals]
     return render_report(str(result.get("title") or result.get("method")), rows, dict(state),
                          dict(result.get("sections") or {}), figures=list(figures),
                          differences=diffs or None)

@@ -83,7 +83,8 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
         tt_tables[gate] = table
         last = table[-1]
         tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",
-                               round(last["last"] * last["n"]), int(last["n"])))
+                               round(last["last"] * last["n"]), int(last["n"]),
+                               outcomes=_round_outcomes(answers, test, "last")))
 
     return steps.finish(ctx, "critique", f"Critique-in-the-loop: {ctx.rd.path.name}",
                         list(evals.values()) + tt_rows, sections,
@@ -180,12 +181,21 @@ def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: lis
 
 
 def _rounds_section(table: list[dict], answers: dict, test: pa.Table) -> str:
-    from raysys.critique.test_time import format_round_table, vote_rounds
+    from raysys.critique.test_time import format_round_table
 
-    golds = {p["id"]: p["gold_answer"] for p in test.to_pylist()}
-    first = [bool(vote_rounds(answers[p][:1], "last", g).correct) for p, g in golds.items()]
+    first = list(_round_outcomes(answers, test, "last", rounds=1).values())
     lines = [format_round_table(table), "", "minus single pass (paired bootstrap, points, gained/lost):"]
     for mode in ("last", "majority"):
-        after = [bool(vote_rounds(answers[p], mode, g).correct) for p, g in golds.items()]
+        after = list(_round_outcomes(answers, test, mode).values())
         lines.append(f"- {mode}: {paired_bootstrap(first, after).cell()}")
     return "\n".join(lines)
+
+
+def _round_outcomes(answers: dict, test: pa.Table, mode: str,
+                    rounds: int | None = None) -> dict[str, bool]:
+    """problem_id -> whether the ``mode`` vote (``last`` / ``majority``) over a problem's first
+    ``rounds`` test-time answers (all by default) is right, in test order."""
+    from raysys.critique.test_time import vote_rounds
+
+    return {p["id"]: bool(vote_rounds(answers[p["id"]][:rounds], mode, p["gold_answer"]).correct)
+            for p in test.to_pylist()}

@@ -26,6 +26,7 @@ from raysys.config import ClusterConfig, DatasetSpec, EngineConfig, ModelSpec, S
 from raysys.data.io import read_stage, write_stage
 from raysys.distributed.generation import GenerationSpec
 from raysys.pipeline import RunDir
+from raysys.pipeline.report_cmd import OUTCOME_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class EvalRow:
     pass_acc: float | None = None
     # problem_id -> greedy answer correct: paired comparisons between rows of one test split
     outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
+    # problem_id -> maj@k vote correct (rows evaluated with maj_k > 1; `raysys compare ROW@maj`)
+    maj_outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def accuracy(self) -> float:
@@ -92,7 +95,7 @@ class RecipeResult:
         return {r.model: r.accuracy for r in self.evals}
 
     def eval_dicts(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in asdict(r).items() if k != "outcomes"} for r in self.evals]
+        return [{k: v for k, v in asdict(r).items() if k not in OUTCOME_KEYS} for r in self.evals]
 
 
 def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
@@ -229,7 +232,7 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
              role: str = "sampler", system: str | None = None) -> EvalRow:
     """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
     samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
-    from raysys.distributed.metrics import summarize_samples
+    from raysys.distributed.metrics import maj_outcomes_of, summarize_samples
 
     greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration,
                     engine=engine, role=role, system=system)
@@ -245,6 +248,7 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
                       system=system)
         mk = summarize_samples(many, [maj_k])
         row.maj_k, row.maj_acc, row.pass_acc = maj_k, mk.get(f"maj@{maj_k}"), mk.get(f"pass@{maj_k}")
+        row.maj_outcomes = maj_outcomes_of(many, maj_k)
     return row
 
 

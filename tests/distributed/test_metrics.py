@@ -1,4 +1,4 @@
-"""summarize_samples against hand-computed accuracy, maj@k and pass@k."""
+"""summarize_samples against hand-computed accuracy, maj@k and pass@k; per-problem maj@k votes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from raysys.data.schema import conform
-from raysys.distributed.metrics import default_k_list, metrics_markdown, summarize_samples
+from raysys.distributed.metrics import (default_k_list, maj_outcomes_of, metrics_markdown,
+                                        summarize_samples)
 
 
 def _table(rows: list[tuple[str, int, str, bool | None]]) -> pa.Table:
@@ -49,6 +50,15 @@ def test_problems_without_gold_are_not_graded() -> None:
     m = summarize_samples(_table(rows), [1])
     assert (m["problems"], m["graded_problems"]) == (2, 1)
     assert m["accuracy"] == 0.0 and m["pass@1"] == pytest.approx(0.75)
+
+
+def test_maj_outcomes_per_problem_match_the_hand_computed_votes() -> None:
+    """The per-problem votes behind maj@k (what `raysys compare ROW@maj` pairs); a problem
+    with an ungraded sample is left out."""
+    assert maj_outcomes_of(_table(ROWS), 2) == {"a": False, "b": True, "c": False}
+    assert maj_outcomes_of(_table(ROWS), 4) == {"a": True, "b": True, "c": False}
+    rows = ROWS + [("z", 0, "1", None), ("z", 1, "2", None), ("z", 2, "", None), ("z", 3, "", None)]
+    assert set(maj_outcomes_of(_table(rows), 4)) == {"a", "b", "c"}
 
 
 def test_k_above_n_is_an_error() -> None:

@@ -67,6 +67,10 @@ def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> Non
     for gate in ("critic", "oracle", "gold"):
         rounds = _section(report, f"Test time, {gate}-gated critique -> refine")
         assert rounds.count("\n| 0 |") == 1 and rounds.count("\n| 1 |") == 1
+    # result.json keeps every row's per-problem outcomes (test-time rows: the last round's
+    # answer), so `raysys compare` can pair them across reruns
+    for r in json.loads((critique_run / "result.json").read_text())["evals"]:
+        assert len(r["outcomes"]) == r["n"] and sum(r["outcomes"].values()) == r["correct"], r["model"]
     critic = _section(report, "Critic on held-out solutions")
     counts = {k: int(v) for k, v in (ln.strip("| ").split(" | ") for ln in critic.splitlines()
                                      if ln.startswith(("| wrong |", "| correct |", "| unknown |",
@@ -112,6 +116,12 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[P
     diffs = _section(report, "Guided minus plain (paired bootstrap)")
     assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
     assert "not training noise" in diffs
+    # result.json keeps each maj@k row's per-problem votes, agreeing with its maj@k accuracy
+    rows = {r["model"]: r for r in json.loads((run_dir / "result.json").read_text())["evals"]}
+    for name in ("plain", "guided_beta1"):
+        votes = rows[name]["maj_outcomes"]
+        assert len(votes) == rows[name]["n"]
+        assert sum(votes.values()) == round(rows[name]["maj_acc"] * rows[name]["n"])
     # every explored problem has a row; pairs index the gold token of the zero-shot text
     # rendering, whose prompt is exactly the one the decoder is given
     pairs = json.loads((run_dir / "iter_0" / "token_pairs" / "_MANIFEST.json").read_text())
