@@ -35,7 +35,8 @@ class PairedDiff:
 # (benchmarks/RESULTS.md, "Reproducibility of the tiny-model tables").
 TRAINING_NOISE = ("The CIs cover the draw of test problems, not training noise: a retrained "
                   "model (another seed, CPU or library version) moves a difference too, so one "
-                  "run's small effect is not yet a replicated one.")
+                  "run's small effect is not yet a replicated one; `raysys compare` over reruns "
+                  "with other seeds measures it.")
 
 
 def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 2000,
