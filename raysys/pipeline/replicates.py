@@ -48,7 +48,12 @@ def _outcomes(name: str, result: Result, row_name: str) -> Mapping[str, Any]:
                 what = "maj@k outcomes (a run from before they were kept, or no maj_k)" if maj \
                     else "per-problem outcomes"
                 raise DataError(f"{name}: row '{model}' has no {what} to pair")
-            return row[key]
+            outcomes = row[key]
+            if not isinstance(outcomes, Mapping) or not all(
+                    isinstance(v, bool) for v in outcomes.values()):
+                raise DataError(f"{name}: row '{model}' {key}: expected an object of problem id "
+                                "-> true/false")
+            return outcomes
     known = ", ".join(r["model"] for r in result["evals"])
     raise DataError(f"{name}: no row '{model}' (rows: {known})")
 

@@ -102,6 +102,17 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, make: Any, args: list[str]
         assert message in out.output and "Traceback" not in out.output, out.output
 
 
+@pytest.mark.parametrize("outcomes", [[True, False], {"p0": 1}, {"p0": "yes"}, "x"])
+def test_malformed_outcomes_name_the_run_and_row(tmp_path: Path, outcomes: Any) -> None:
+    a, b = _run(tmp_path, "a", 8), _run(tmp_path, "b", 8)
+    result = json.loads((b / "result.json").read_text())
+    result["evals"][1]["outcomes"] = outcomes
+    (b / "result.json").write_text(json.dumps(result))
+    out = _compare(str(a), str(b), "--pair", "plain:guided_beta1")
+    assert isinstance(out.exception, DataError)
+    assert f"{b}: row 'guided_beta1' outcomes: expected an object" in str(out.exception)
+
+
 def test_runs_without_a_shared_test_set_are_refused(tmp_path: Path) -> None:
     a, b = _run(tmp_path, "a", 8), _run(tmp_path, "b", 8)
     result = json.loads((b / "result.json").read_text())
