@@ -117,11 +117,13 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[P
     assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
     assert "not training noise" in diffs
     # result.json keeps each maj@k row's per-problem votes, agreeing with its maj@k accuracy
-    rows = {r["model"]: r for r in json.loads((run_dir / "result.json").read_text())["evals"]}
-    for name in ("plain", "guided_beta1"):
-        votes = rows[name]["maj_outcomes"]
-        assert len(votes) == rows[name]["n"]
-        assert sum(votes.values()) == round(rows[name]["maj_acc"] * rows[name]["n"])
+    rows = json.loads((run_dir / "result.json").read_text())["evals"]
+    voted = [r for r in rows if r["maj_k"]]
+    assert {r["model"] for r in voted} == {"plain", "guided_beta0.25"}   # the quick config's beta
+    for r in voted:
+        assert len(r["maj_outcomes"]) == r["n"]
+        assert sum(r["maj_outcomes"].values()) == round(r["maj_acc"] * r["n"])
+    assert all(not r["maj_outcomes"] for r in rows if not r["maj_k"])
     # every explored problem has a row; pairs index the gold token of the zero-shot text
     # rendering, whose prompt is exactly the one the decoder is given
     pairs = json.loads((run_dir / "iter_0" / "token_pairs" / "_MANIFEST.json").read_text())
@@ -157,8 +159,9 @@ def test_quick_demo_console_is_short_and_raysys_only(quick_all: tuple[Path, str,
     assert foreign == [], "\n".join(foreign)
     assert any("models/weak: done" in ln for ln in console)
     assert "Started a local Ray instance" in (parent / "w2s" / "logs" / "driver.log").read_text()
-    sessions = {Path((parent / recipe / "logs" / "ray_session.txt").read_text().strip())
+    sessions = {recipe: Path((parent / recipe / "logs" / "ray_session.txt").read_text().strip())
                 for recipe in ("w2s", "llm2", "critique")}
-    assert len(sessions) == 1                  # one Ray instance served the three recipes
-    session = sessions.pop()
-    assert session.name == "logs" and session.parent.name.startswith("session_")
+    # one Ray instance served the recipes (critique's file is rewritten when the resume tests
+    # run it again)
+    assert sessions["llm2"] == sessions["w2s"]
+    assert all(s.name == "logs" and s.parent.name.startswith("session_") for s in sessions.values())
