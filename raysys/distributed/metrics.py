@@ -45,16 +45,9 @@ def majority_correct(rows: list[dict[str, Any]]) -> bool:
                if (r["pred"] or "") == winner or is_equiv(r["pred"] or "", winner))
 
 
-def maj_outcomes(stage_dir: Any, k: int) -> dict[str, bool]:
-    """problem_id -> whether the maj@k vote of a samples stage is correct (paired comparisons)."""
-    from raysys.distributed.sampling import load_samples
-
-    return maj_outcomes_of(load_samples(stage_dir), k)
-
-
-def maj_outcomes_of(samples: pa.Table, k: int) -> dict[str, bool]:
+def maj_outcomes(samples: pa.Table, k: int) -> dict[str, bool]:
     """problem_id -> whether the maj@k vote of a graded ``samples`` table is correct (problems
-    with an ungraded sample left out)."""
+    with an ungraded sample left out): paired comparisons of maj@k."""
     return {pid: majority_correct(rows[:k]) for pid, rows in _per_problem(samples).items()
             if all(r["correct"] is not None for r in rows)}
 

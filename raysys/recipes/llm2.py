@@ -55,7 +55,7 @@ def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:
                               if b != d.beta]
     if d.rerank and d.maj_k > 1:
         rows.append(_best_of_k(cfg, ctx, test, llm, str(verifier)))
-    sections["Guided minus plain (paired bootstrap)"] = _differences(ctx, plain, guided, rows, d.maj_k)
+    sections["Guided minus plain (paired bootstrap)"] = _differences(plain, guided, rows, d.maj_k)
 
     return steps.finish(ctx, "llm2", f"LLM2: {ctx.rd.path.name}", rows, sections)
 
@@ -172,16 +172,13 @@ def _pair_section(ctx: StepContext, verifier: str, llm: ModelSpec, held: list[di
             f"{100 * m['llm_pair_acc']:.1f}% (the verifier helps decoding only above that bar).")
 
 
-def _differences(ctx: StepContext, plain: EvalRow, guided: EvalRow, rows: list[EvalRow],
-                 k: int) -> str:
-    from raysys.distributed.metrics import maj_outcomes
-
+def _differences(plain: EvalRow, guided: EvalRow, rows: list[EvalRow], k: int) -> str:
     lines = ["| comparison | difference, points [95% CI] (gained/lost) |", "|---|---|"]
     for r in rows[1:]:
         lines.append(f"| {r.model} − plain greedy | {r.minus(plain).cell()} |")
     if k > 1:
-        a = maj_outcomes(ctx.rd.stage_dir(f"eval_plain_maj{k}"), k)
-        b = maj_outcomes(ctx.rd.stage_dir(f"eval_{guided.model}_maj{k}"), k)
-        a_row, b_row = EvalRow("a", 0, 0, outcomes=a), EvalRow("b", 0, 0, outcomes=b)
+        # the rows' maj@k votes (steps.evaluate), paired like their greedy answers
+        a_row = EvalRow("a", 0, 0, outcomes=plain.maj_outcomes)
+        b_row = EvalRow("b", 0, 0, outcomes=guided.maj_outcomes)
         lines.append(f"| guided maj@{k} − plain maj@{k} | {b_row.minus(a_row).cell()} |")
     return "\n".join([*lines, "", TRAINING_NOISE])

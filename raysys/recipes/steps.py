@@ -232,7 +232,7 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
              role: str = "sampler", system: str | None = None) -> EvalRow:
     """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
     samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
-    from raysys.distributed.metrics import maj_outcomes_of, summarize_samples
+    from raysys.distributed.metrics import maj_outcomes, summarize_samples
 
     greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration,
                     engine=engine, role=role, system=system)
@@ -248,7 +248,7 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
                       system=system)
         mk = summarize_samples(many, [maj_k])
         row.maj_k, row.maj_acc, row.pass_acc = maj_k, mk.get(f"maj@{maj_k}"), mk.get(f"pass@{maj_k}")
-        row.maj_outcomes = maj_outcomes_of(many, maj_k)
+        row.maj_outcomes = maj_outcomes(many, maj_k)
     return row
 
 

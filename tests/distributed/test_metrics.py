@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from raysys.data.schema import conform
-from raysys.distributed.metrics import (default_k_list, maj_outcomes_of, metrics_markdown,
+from raysys.distributed.metrics import (default_k_list, maj_outcomes, metrics_markdown,
                                         summarize_samples)
 
 
@@ -55,10 +55,10 @@ def test_problems_without_gold_are_not_graded() -> None:
 def test_maj_outcomes_per_problem_match_the_hand_computed_votes() -> None:
     """The per-problem votes behind maj@k (what `raysys compare ROW@maj` pairs); a problem
     with an ungraded sample is left out."""
-    assert maj_outcomes_of(_table(ROWS), 2) == {"a": False, "b": True, "c": False}
-    assert maj_outcomes_of(_table(ROWS), 4) == {"a": True, "b": True, "c": False}
+    assert maj_outcomes(_table(ROWS), 2) == {"a": False, "b": True, "c": False}
+    assert maj_outcomes(_table(ROWS), 4) == {"a": True, "b": True, "c": False}
     rows = ROWS + [("z", 0, "1", None), ("z", 1, "2", None), ("z", 2, "", None), ("z", 3, "", None)]
-    assert set(maj_outcomes_of(_table(rows), 4)) == {"a", "b", "c"}
+    assert set(maj_outcomes(_table(rows), 4)) == {"a", "b", "c"}
 
 
 def test_k_above_n_is_an_error() -> None:
