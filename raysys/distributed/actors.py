@@ -140,12 +140,28 @@ class RoleActor:
 
     def __init__(self, model: ModelSpec) -> None:
         self._weights: Weights = (model.path, model.adapter)
+        self._tuning: dict[str, Any] = {}
 
-    def call(self, method: str, items: list[Any], *args: Any, weights: Weights | None = None) -> Any:
-        """``self.<method>(items, *args)`` after switching to ``weights`` if they differ."""
+    def call(self, method: str, items: list[Any], *args: Any, weights: Weights | None = None,
+             tuning: dict[str, Any] | None = None) -> Any:
+        """``self.<method>(items, *args)`` after switching to ``weights`` and ``tuning`` if they
+        differ (a restarted actor re-ran its constructor with the group's first arguments)."""
         if weights is not None and tuple(weights) != self._weights:
             self.load_weights(*weights)
+        if tuning and tuning != self._tuning:
+            self.retune(tuning)
         return getattr(self, method)(items, *args)
+
+    @staticmethod
+    def retunable(old_args: tuple, new_args: tuple) -> dict[str, Any] | None:
+        """The settings that turn an actor built with ``old_args`` into one built with
+        ``new_args`` without a restart (see :meth:`retune`); ``None``: they differ in more
+        than that. The base class has no such settings."""
+        return None
+
+    def retune(self, tuning: dict[str, Any]) -> None:
+        """Apply settings :meth:`retunable` returned, in place."""
+        self._tuning = dict(tuning)
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         """Serve new weights (a trained model dir or a LoRA adapter) in place."""
@@ -182,6 +198,19 @@ class SamplerActor(RoleActor):
         self._engine.load_weights(model_path, adapter)
         super().load_weights(model_path, adapter)
 
+    @staticmethod
+    def retunable(old_args: tuple, new_args: tuple) -> dict[str, Any] | None:
+        """Guided engines that differ only in ``beta``: ``{"beta": new}`` (set per call; both
+        models stay loaded). Any other engine change needs a new actor."""
+        (old,), (new,) = old_args, new_args
+        if old.kind == new.kind == "guided" and replace(old, beta=new.beta) == new:
+            return {"beta": new.beta}
+        return None
+
+    def retune(self, tuning: dict[str, Any]) -> None:
+        self._engine.set_beta(tuning["beta"])
+        super().retune(tuning)
+
 
 class ActorGroup:
     """``n`` replicas of one :class:`RoleActor` class in one placement group (one bundle each).
@@ -212,6 +241,7 @@ class ActorGroup:
         self.model = model
         self.args = args
         self._weights: Weights = (model.path, model.adapter)
+        self._tuning: dict[str, Any] = {}
         bundle = bundle or replica_bundle(cluster)
         self._own_pg = placement_group is None
         if self._own_pg:
@@ -260,7 +290,8 @@ class ActorGroup:
         refs = []
         for i, (start, end) in enumerate(split_even(len(items), len(self.actors))):
             a = chunk_args(start, args) if chunk_args is not None else args
-            refs.append(self.actors[i].call.remote(method, items[start:end], *a, weights=self._weights))
+            refs.append(self.actors[i].call.remote(method, items[start:end], *a,
+                                                   weights=self._weights, tuning=self._tuning))
         return refs
 
     def _wait(self, refs: list[Any], what: str) -> list[Any]:
@@ -300,6 +331,13 @@ class ActorGroup:
         self._weights = (model_path, adapter)
         self._wait([a.load_weights.remote(model_path, adapter) for a in self.actors],
                    "load_weights")
+
+    def retune(self, args: tuple, tuning: dict[str, Any]) -> None:
+        """Serve as if built with ``args``: every replica applies ``tuning`` (what
+        ``actor_cls.retunable(self.args, args)`` returned) in place, and every later call
+        carries it, so a restarted replica applies it too."""
+        self.args, self._tuning = args, dict(tuning)
+        self._wait([a.retune.remote(self._tuning) for a in self.actors], "retune")
 
     def ping(self) -> list[dict[str, Any]]:
         """``RoleActor.ping`` of every replica, in replica order."""

@@ -54,11 +54,17 @@ class RoleGroups:
         return self._live.get(role)
 
     def get(self, role: str, actor_cls: type, model: ModelSpec, *args: Any) -> ActorGroup:
-        """The group of ``role`` serving ``model`` (started, refreshed or replaced as needed)."""
+        """The group of ``role`` serving ``model`` (started, refreshed, retuned or replaced as
+        needed: a change the actor class calls :meth:`~RoleActor.retunable` keeps its replicas)."""
         group = self._live.get(role)
         if group is not None:
-            if (group.actor_cls is actor_cls and group.args == args
-                    and same_model_family(group.model, model)):
+            same = group.actor_cls is actor_cls and same_model_family(group.model, model)
+            tuning = None if not same or group.args == args else actor_cls.retunable(group.args, args)
+            if tuning is not None:
+                log.info("%s group: retuned in place (%s)", role,
+                         ", ".join(f"{k} {v}" for k, v in tuning.items()))
+                group.retune(args, tuning)
+            if same and group.args == args:
                 if group.weights != (model.path, model.adapter):
                     log.info("%s group: serving %s in place", role, model.adapter or model.path)
                     group.load_weights(model.path, model.adapter)

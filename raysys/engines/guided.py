@@ -87,14 +87,18 @@ def check_same_vocab(llm_tokenizer: Any, verifier_dir: Path, verifier: Any) -> N
                          f"tokenizer has {len(llm_tokenizer)}; expected the LLM's tokenizer")
 
 
+def _check_beta(beta: Any) -> None:
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ModelError(f"GuidedEngine beta: expected a finite number >= 0, got {beta!r}")
+
+
 class GuidedEngine(HFEngine):
     """An :class:`HFEngine` whose decoding loop is guided by a token verifier (LLM2)."""
 
     def __init__(self, model: ModelSpec | str, verifier: str, *, beta: float = 0.25,
                  alpha: float = 0.1, top_k: int = 0, batch_size: int = 64,
                  device: str | None = None, dtype: str = "auto") -> None:
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-            raise ModelError(f"GuidedEngine beta: expected a finite number >= 0, got {beta!r}")
+        _check_beta(beta)
         if not 0 < alpha <= 1:
             raise ModelError(f"GuidedEngine alpha: expected 0 < alpha <= 1, got {alpha!r}")
         if top_k < 0:
@@ -120,6 +124,12 @@ class GuidedEngine(HFEngine):
             verifier.backbone = verifier.backbone.merge_and_unload()
         check_same_vocab(self.tokenizer, root, verifier)
         self.verifier, self.verifier_path = verifier.to(self.device).eval(), str(path)
+
+    def set_beta(self, beta: float) -> None:
+        """Weigh the verifier by ``beta`` from the next batch on; the models stay loaded (a beta
+        sweep reuses one engine instead of reloading both models per value)."""
+        _check_beta(beta)
+        self.beta = float(beta)
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         """Serve a new LLM; the verifier stays and must still share its tokenizer."""

@@ -31,6 +31,18 @@ class TokenCounter(RoleActor):
                 for t in texts]
 
 
+class RetunableCounter(TokenCounter):
+    """A TokenCounter whose suffix can change in place (as a guided engine's beta can)."""
+
+    @staticmethod
+    def retunable(old_args: tuple, new_args: tuple) -> dict[str, Any] | None:
+        return {"suffix": new_args[0]}
+
+    def retune(self, tuning: dict[str, Any]) -> None:
+        self.suffix = tuning["suffix"]
+        super().retune(tuning)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import sys
@@ -92,6 +104,34 @@ def test_alternate_stops_the_other_role_and_refreshes_weights_in_place(
         assert groups.live("sampler") is None and groups.live("critic") is counter
         groups.before_training()
         assert groups.live("critic") is None
+
+
+def test_a_retunable_change_keeps_the_replicas_and_survives_a_restart(
+        ray_local: Any, tiny_model_dir: Path) -> None:
+    import ray
+
+    from raysys.models.loading import load_tokenizer
+
+    model = ModelSpec(path=str(tiny_model_dir))
+    tok = load_tokenizer(str(tiny_model_dir))
+    texts = ["1 + 2", "3 - 1"]
+
+    def expected(suffix: str) -> list[int]:
+        return [len(tok(t + suffix)["input_ids"]) for t in texts]
+
+    with RoleGroups(ClusterConfig(cpus_per_replica=0.5, max_restarts=1, placement="split")) as groups:
+        group = groups.get("counter", RetunableCounter, model, "")
+        pids = [p["pid"] for p in group.ping()]
+        again = groups.get("counter", RetunableCounter, model, " = 12345")
+        assert again is group and [p["pid"] for p in group.ping()] == pids     # no restart
+        assert again.args == (" = 12345",)
+        assert [n for n, _ in group.map("count", texts, 0)] == expected(" = 12345")
+        # A restarted replica re-runs its constructor (suffix ""); the next call carries the tuning.
+        ray.kill(group.actors[0], no_restart=False)
+        assert [n for n, _ in group.map("count", texts, 0)] == expected(" = 12345")
+        # A class without retunable settings (TokenCounter's default) still gets new replicas.
+        plain = groups.get("plain", TokenCounter, model, "")
+        assert groups.get("plain", TokenCounter, model, "!") is not plain
 
 
 def test_split_and_colocate_keep_roles_alive_together(ray_local: Any, tiny_model_dir: Path) -> None:

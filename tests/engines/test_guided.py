@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import shutil
 from pathlib import Path
 
@@ -277,6 +278,30 @@ def test_verifier_with_another_tokenizer(varied_model_dir: Path, tmp_path: Path)
     bad = _save_verifier(other, tmp_path / "bad_verifier", head=torch.ones(64))
     with pytest.raises(ModelError, match=rf"verifier {bad}: its tokenizer differs"):
         GuidedEngine(str(varied_model_dir), str(bad))
+
+
+def test_set_beta_decodes_as_an_engine_built_with_that_beta(
+        varied_model_dir: Path, verifier_dir: Path, prompts: list[str], guided8, hf_greedy) -> None:
+    retuned = GuidedEngine(str(varied_model_dir), str(verifier_dir), beta=0.0, batch_size=8)
+    assert [c[0].token_ids for c in retuned.generate(prompts, GREEDY)] == \
+        [c[0].token_ids for c in hf_greedy]
+    retuned.set_beta(2.0)             # guided8 was built with beta 2.0
+    assert [c[0].token_ids for c in retuned.generate(prompts, GREEDY)] == \
+        [c[0].token_ids for c in guided8.generate(prompts, GREEDY)]
+    with pytest.raises(ModelError, match="beta: expected a finite number >= 0"):
+        retuned.set_beta(-1.0)
+    assert retuned.beta == 2.0        # a refused value changes nothing
+
+
+def test_sampler_actor_retunes_guided_beta_only() -> None:
+    from raysys.distributed.actors import SamplerActor
+
+    guided = EngineConfig(kind="guided", verifier="v", beta=1.0)
+    assert SamplerActor.retunable((guided,), (replace(guided, beta=0.25),)) == {"beta": 0.25}
+    assert SamplerActor.retunable((guided,), (replace(guided, beta=0.25, alpha=0.2),)) is None
+    assert SamplerActor.retunable((guided,), (replace(guided, verifier="w"),)) is None
+    hf = EngineConfig(kind="hf")
+    assert SamplerActor.retunable((hf,), (replace(hf, beta=2.0),)) is None   # not a guided engine
 
 
 @pytest.mark.parametrize("beta", [-0.5, math.nan, math.inf])
