@@ -9,9 +9,11 @@ Train restores its checkpoint manager from storage); a finished run is not retra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Mapping
@@ -22,7 +24,19 @@ from raysys.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS_DIR = "~/.cache/torch_extensions"
+EXTENSIONS_CACHE = "~/.cache/torch_extensions"
+
+
+def default_extensions_dir(prefix: str = sys.prefix) -> Path:
+    """Where DeepSpeed's CPU comm op is compiled and kept when ``TORCH_EXTENSIONS_DIR`` is unset:
+    one dir per Python environment (``prefix``) under ``~/.cache/torch_extensions``.
+
+    The op's ``build.ninja`` names the environment's torch and DeepSpeed paths, so two
+    environments (two checkouts, each with its .venv) sharing one dir rebuilt the op (~35 s)
+    every time the other one had run.
+    """
+    tag = hashlib.sha1(str(prefix).encode()).hexdigest()[:12]
+    return Path(EXTENSIONS_CACHE).expanduser() / f"raysys-{tag}"
 
 
 @dataclass
@@ -257,7 +271,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     state_dir = work_dir / f"{cfg.name}-files"
     state_dir.mkdir(parents=True, exist_ok=True)
     # A stable extensions dir: DeepSpeed's CPU comm op compiles once (~1 min), then is reused.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(DEFAULT_EXTENSIONS_DIR).expanduser()))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default_extensions_dir()))
 
     if not cfg.use_gpu:
         prebuild_cpu_comm_op()

@@ -117,3 +117,16 @@ def test_without_procfs_only_an_old_lock_is_stale(tmp_path: Path) -> None:
 
 def test_no_extensions_dir_is_nothing_to_do(tmp_path: Path) -> None:
     assert clear_stale_build_locks(tmp_path / "absent") == []
+
+
+def test_each_python_environment_gets_its_own_extensions_dir(tmp_path: Path) -> None:
+    """Two checkouts' .venvs sharing one dir rebuilt DeepSpeed's op whenever the other had run:
+    its build.ninja names the environment's paths."""
+    import sys
+
+    from raysys.training.trainer import EXTENSIONS_CACHE, default_extensions_dir
+
+    a, b = default_extensions_dir("/work/a/.venv"), default_extensions_dir("/work/b/.venv")
+    assert a != b and a.parent == b.parent == Path(EXTENSIONS_CACHE).expanduser()
+    assert default_extensions_dir("/work/a/.venv") == a                  # stable across runs
+    assert default_extensions_dir() == default_extensions_dir(sys.prefix)

@@ -1,0 +1,114 @@
+"""The fixed cost of a stage: a short Ray Train stage and a sampler-group start, on local Ray.
+
+    .venv/bin/python benchmarks/stage_overhead.py [--stages 3] [--steps 5]
+
+Every demo recipe is a chain of stages; a Ray Train stage pays a fixed start-up and shut-down
+around its steps, and a sampler group pays one start per model family. This script runs
+``--stages`` SFT stages of ``--steps`` steps on a tiny model (1 worker, 2 CPUs, ZeRO-0, as the
+demos' training stages) through ``raysys.training.trainer.train`` on one local Ray instance
+(8 logical CPUs, as the demo configs), then starts a 1-replica HF sampler group and swaps its
+weights in place. It prints, per stage, the wall time, the time of the steps themselves and the
+rest; then, for the last stage, when each Ray process of it started (from the Ray session's
+``python-core-worker-*.log`` files) relative to the call, so a reader sees where the fixed cost
+goes. Ray start-up is excluded. Absolute numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+_FIRST_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+def process_starts(session_logs: Path, since: float) -> list[tuple[float, str]]:
+    """(seconds after ``since``, actor class or "task") of every Ray worker process whose core
+    log began after ``since`` (a wall-clock epoch time)."""
+    out = []
+    for log in session_logs.glob("python-core-worker-*.log"):
+        first = log.open().readline()
+        m = _FIRST_LINE.match(first)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if t < since:
+            continue
+        pid = log.stem.rsplit("_", 1)[-1]
+        name = "task"
+        for err in session_logs.glob(f"worker-*-{pid}.err"):
+            for line in err.open():
+                if line.startswith(":actor_name:"):
+                    name = line.split(":", 2)[2].strip()
+                    break
+        out.append((t - since, name))
+    return sorted(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args()
+
+    import ray
+
+    from raysys.config import ClusterConfig, EngineConfig, ModelSpec, from_dict
+    from raysys.data.synthetic import make_problems
+    from raysys.distributed.actors import SamplerPool
+    from raysys.distributed.ray_init import init_ray
+    from raysys.models.tiny import build_tiny_model
+    from raysys.training.config import TrainConfig
+    from raysys.training.trainer import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="raysys-overhead-"))
+    model = build_tiny_model(tmp / "tiny")
+    data = tmp / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p["question"] + "\n", "response": p["solution"]}) + "\n"
+                            for p in make_problems(256, 0)))
+    init_ray(from_dict(ClusterConfig, {"num_cpus": 8}))
+    ctx = ray.get_runtime_context()
+    session_logs = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
+
+    rows, starts = [], []
+    for i in range(args.stages):
+        cfg = from_dict(TrainConfig, {
+            "kind": "sft", "model": str(model), "data": str(data), "out": str(tmp / f"m{i}"),
+            "name": f"m{i}", "max_steps": args.steps, "micro_batch_size": 16, "zero_stage": 0,
+            "lora": {"enabled": False}, "resources_per_worker": {"CPU": 2}})
+        t_wall, t0 = time.time(), time.monotonic()
+        result = train(cfg, run_dir=tmp / "ray_train")
+        wall = time.monotonic() - t0
+        steps_s = float(result.metrics.get("elapsed_s") or 0.0)
+        rows.append((f"Ray Train stage {i + 1} ({args.steps} steps)", wall, steps_s))
+        starts = process_starts(session_logs, t_wall)
+
+    spec = ModelSpec(path=str(model))
+    t0 = time.monotonic()
+    pool = SamplerPool(1, spec, EngineConfig(kind="hf", batch_size=16),
+                       ClusterConfig(cpus_per_replica=2, num_cpus=8))
+    rows.append(("sampler group start (HF, 1 replica)", time.monotonic() - t0, 0.0))
+    t0 = time.monotonic()
+    pool.load_weights(str(tmp / "m0"))
+    rows.append(("same group, new weights in place", time.monotonic() - t0, 0.0))
+    pool.shutdown()
+
+    print("| what | wall s | steps s | fixed s |\n|---|---|---|---|")
+    for what, wall, steps_s in rows:
+        print(f"| {what} | {wall:.1f} | {steps_s:.1f} | {wall - steps_s:.1f} |")
+    print(f"\nRay processes the last stage started (seconds after train() was called; "
+          f"{len(starts)} in all):\n\n| s | process |\n|---|---|")
+    for t, name in starts:
+        print(f"| {t:.1f} | {name} |")
+
+
+if __name__ == "__main__":
+    main()
