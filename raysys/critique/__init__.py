@@ -15,11 +15,11 @@ from raysys.critique.imports import CritiqueImport, import_critique_file
 from raysys.critique.selection import (Selection, assemble_sft, count_numbers, is_shortcut,
                                        select_refinements)
 from raysys.critique.synthetic import (check_solution, corrupt_solution, critic_sft_rows,
-                                       gold_critique, refinement_sft_rows)
+                                       gold_critique, refinement_sft_rows, steps_right)
 from raysys.critique.test_time import RoundCost, Vote, round_table, vote_rounds
 
 __all__ = ["CritiqueImport", "ParsedCritique", "RoundCost", "Selection", "Vote", "assemble_sft",
            "check_solution", "corrupt_solution", "count_numbers", "critic_sft_rows",
            "gold_critique", "import_critique_file", "is_shortcut", "parse_critique",
            "refinement_sft_rows", "render_critique", "round_table", "select_refinements",
-           "steps_json", "vote_rounds"]
+           "steps_json", "steps_right", "vote_rounds"]

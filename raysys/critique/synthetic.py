@@ -134,6 +134,22 @@ def check_solution(gold_solution: str, candidate: str) -> StepCheck:
     return StepCheck(lines, verdicts, recomputed, explanations, first, final_ok)
 
 
+def steps_right(gold_solution: str | None, candidate: str) -> bool | None:
+    """Whether ``candidate`` follows the gold derivation step by step to the right answer;
+    ``None`` when ``gold_solution`` is not a synthetic-task solution (no per-step truth).
+
+    A right final answer reached through wrong steps (a misread operand, a slip that the next
+    slip cancels) is ``False``: what final-answer grading cannot see.
+    """
+    if not gold_solution:
+        return None
+    try:
+        check = check_solution(gold_solution, candidate)
+    except ValueError:
+        return None
+    return check.first_wrong_step is None and check.final_correct
+
+
 def gold_critique(question: str, gold_solution: str, candidate_solution: str,
                   style: str = "compact") -> str:
     """The critique a perfect critic writes for ``candidate_solution``.

@@ -171,6 +171,14 @@ def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: lis
         lines.append(f"| {s['iteration']} | {s['branch']} | {100 * row.accuracy:.1f}% | "
                      f"{100 * solved:.1f}% of {len(hard)} | {s['sft_rows']} | "
                      f"{s.get('refine_kept', 0)} | {s['diversity']:.3f} |")
+    working = [s for s in per_iter if s["branch"] == "critique" and "refine_kept_steps_right" in s]
+    if working:
+        lines.append("\nA refinement is kept on its final answer (and the shortcut barrier); checked "
+                     "step by step against the gold derivation, the rows it adds were:")
+        lines += [f"- iteration {s['iteration']}: {s['refine_kept_steps_right']} of "
+                  f"{s.get('refine_kept', 0)} kept refinements have every step right (the "
+                  f"iteration's correct samples: {s['correct_samples_steps_right']} of "
+                  f"{s['correct_samples']})" for s in working]
     if len(branches) == 2:
         lines.append("\ncritique minus plain (paired bootstrap, points, gained/lost):")
         for t in sorted({s["iteration"] for s in per_iter}):

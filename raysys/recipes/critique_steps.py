@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from raysys.config import ModelSpec
 from raysys.critique import (check_solution, corrupt_solution, critic_sft_rows, gold_critique,
-                             parse_critique, refinement_sft_rows, select_refinements)
+                             parse_critique, refinement_sft_rows, select_refinements, steps_right)
 from raysys.critique.selection import direct_sft_rows
 from raysys.critique.stages import (critique_spec, critique_stats, refine_spec, refine_stats,
                                     solution_key)
@@ -116,8 +116,25 @@ def loop_data(cfg: CritiqueConfig, samples: pa.Table, refinements: list[dict[str
     refined = direct_sft_rows(sel.kept, questions, lambda q: build_prompt(q, "zero_shot"),
                               target=response_text)
     stats = {"correct_samples": len(correct), **{f"refine_{k}": v for k, v in sel.stats.items()},
-             **refine_stats(refinements)}
+             **refine_stats(refinements), **working_stats(samples.to_pylist(), sel.kept, problems)}
     return correct, refined, stats
+
+
+def working_stats(samples: list[dict[str, Any]], kept: list[dict[str, Any]],
+                  problems: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many correct samples and kept refinements also have every step right (synthetic
+    task: checked against the gold derivation); ``{}`` where a problem has no per-step truth.
+    A refinement is kept on its final answer alone, so these counts show how many of the rows
+    it adds are right by luck."""
+    def count(rows: list[dict[str, Any]], text: str) -> int | None:
+        checks = [steps_right(problems[r["problem_id"]].get("gold_solution"), r[text]) for r in rows]
+        return None if any(c is None for c in checks) else sum(checks)
+
+    right = [r for r in samples if r["correct"]]
+    n_samples, n_kept = count(right, "completion"), count(kept, "refined")
+    if n_samples is None or n_kept is None:
+        return {}
+    return {"correct_samples_steps_right": n_samples, "refine_kept_steps_right": n_kept}
 
 
 def diversity(samples: pa.Table) -> float:

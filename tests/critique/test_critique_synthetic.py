@@ -7,7 +7,7 @@ import random
 import pytest
 
 from raysys.critique.format import parse_critique
-from raysys.critique.synthetic import (check_solution, corrupt_solution, critic_sft_rows,
+from raysys.critique.synthetic import (check_solution, corrupt_solution, critic_sft_rows, steps_right,
                                        gold_critique, gold_steps, parse_step, refinement_sft_rows)
 from raysys.data.synthetic import make_problems
 from raysys.prompts import critique_prompt, refine_prompt
@@ -47,6 +47,23 @@ def test_check_solution(candidate: str, verdicts: list[bool], first: int | None,
     assert check.verdicts == verdicts
     assert check.first_wrong_step == first
     assert check.final_correct is final
+
+
+@pytest.mark.parametrize("candidate, right", [
+    (GOLD, True),
+    (" 23+15=38\n 38-9=29\n 29+4=33\n#### 33", True),            # a leading space per line
+    ("15+23=38\n38-9=29\n29+4=33\n#### 33", True),                # + commutes
+    ("23+15=38\n38-9=28\n28+5=33\n#### 33", False),               # two slips cancel: lucky
+    ("20+9=29\n29+4=33\n#### 33", False),                          # misread, right answer
+    ("23+15=38\n38-9=29\n29+4=33\n#### 34", False),               # right steps, wrong answer
+])
+def test_steps_right_sees_what_the_final_answer_hides(candidate: str, right: bool) -> None:
+    assert steps_right(GOLD, candidate) is right
+
+
+def test_steps_right_without_per_step_truth_is_none() -> None:
+    assert steps_right(None, GOLD) is None
+    assert steps_right("Natalia sold 48/2 = 24 clips.\n#### 72", "#### 72") is None    # GSM8K-style
 
 
 def test_check_solution_recomputes_the_right_line() -> None:

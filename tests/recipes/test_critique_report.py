@@ -28,3 +28,27 @@ def test_critique_minus_plain_comes_with_the_training_noise_caveat() -> None:
     assert "not training noise" in text
     one = _loop_section(evals, [_iter("critique", 1)], ["critique"])
     assert "critique minus plain" not in one and "not training noise" not in one
+
+
+def test_kept_refinements_right_by_luck_are_counted_per_iteration() -> None:
+    from raysys.recipes.critique_steps import working_stats
+
+    gold = "3+7=10\n10-9=1\n#### 1"
+    problems = {"q": {"gold_solution": gold}}
+    samples = [{"problem_id": "q", "completion": gold, "correct": True},
+               {"problem_id": "q", "completion": "3+6=9\n9-8=1\n#### 1", "correct": True},
+               {"problem_id": "q", "completion": "3+7=10\n#### 10", "correct": False}]
+    kept = [{"problem_id": "q", "refined": "2-4=2\n2-1=1\n#### 1"},        # right by luck
+            {"problem_id": "q", "refined": gold}]
+    assert working_stats(samples, kept, problems) == {"correct_samples_steps_right": 1,
+                                                      "refine_kept_steps_right": 1}
+    assert working_stats(samples, kept, {"q": {"gold_solution": None}}) == {}   # no step truth
+
+    evals = {"iter0": _row("iter0", set(range(5))), "critique_iter1": _row("c1", set(range(6))),
+             "plain_iter1": _row("p1", set(range(6)))}
+    crit = {**_iter("critique", 1), "correct_samples": 40, "correct_samples_steps_right": 38,
+            "refine_kept_steps_right": 1}
+    text = _loop_section(evals, [crit, _iter("plain", 1)], ["critique", "plain"])
+    assert ("- iteration 1: 1 of 3 kept refinements have every step right (the iteration's "
+            "correct samples: 38 of 40)") in text
+    assert "every step right" not in _loop_section(evals, [_iter("critique", 1)], ["critique"])
