@@ -68,7 +68,8 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
                                           direct, refine_rows)
             evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot")
             per_iter.append({"iteration": t, "branch": b, **stats})
-    sections["Self-improvement per iteration"] = _loop_section(evals, per_iter, branches)
+    sections["Self-improvement per iteration"] = _loop_section(evals, per_iter, branches,
+                                                               cfg.loop.critiques)
 
     # 3. test time: critique -> refine rounds on the final critique-in-the-loop actor
     final = actors["critique"]
@@ -135,8 +136,11 @@ def _sample_critique_refine(cfg: CritiqueConfig, ctx: StepContext, t: int, branc
         return samples, []
     sols = samples.to_pylist()
     todo = [s for s in sols if not s["correct"]] if lp.critique_gate == "gold" else sols
-    crits = cs.critique(cfg, ctx, "critiques", todo, {k: p["question"] for k, p in problems.items()},
-                        critic, iteration=t)
+    if lp.critiques == "gold":      # diagnostic: what a perfect critic would have written
+        crits = cs.gold_critiques(cfg, todo, train)
+    else:
+        crits = cs.critique(cfg, ctx, "critiques", todo,
+                            {k: p["question"] for k, p in problems.items()}, critic, iteration=t)
     by_key = {(c["problem_id"], c["sample_idx"]): c for c in crits}
     pairs = [{**s, **by_key[(s["problem_id"], s["sample_idx"])]} for s in todo]
     if lp.critique_gate == "critic":
@@ -159,12 +163,15 @@ def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor
         f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items())
 
 
-def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: list[str]) -> str:
+def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: list[str],
+                  critiques: str = "critic") -> str:
     """Accuracy per iteration and branch, hard questions solved (those the seed actor got
     wrong), data kept and diversity; critique minus plain as a paired bootstrap."""
     hard = [pid for pid, ok in evals["iter0"].outcomes.items() if not ok]
-    lines = ["| iteration | branch | acc | hard solved | sft rows | refinements kept | diversity |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["Critiques in the loop: the synthetic task's own (`loop.critiques: gold`, what a "
+             "perfect critic would write), not the critic's.\n"] if critiques == "gold" else []
+    lines += ["| iteration | branch | acc | hard solved | sft rows | refinements kept | diversity |",
+              "|---|---|---|---|---|---|---|"]
     for s in per_iter:
         row = evals[f"{s['branch']}_iter{s['iteration']}"]
         solved = sum(row.outcomes.get(p, False) for p in hard) / max(len(hard), 1)

@@ -82,6 +82,10 @@ class LoopConfig:
     # Which samples get a critique: gold decides which are wrong (the authors'), or every
     # sample is critiqued and the critic's verdict decides.
     critique_gate: Literal["gold", "critic"] = "gold"
+    # Who writes the critiques the actor refines with: the trained critic (the method), or the
+    # synthetic task's own per-step critique (a diagnostic: what a perfect critic would give;
+    # synthetic data only, barrier mode).
+    critiques: Literal["critic", "gold"] = "critic"
     baseline: bool = True                # also run plain self-improvement (use_critic off)
     # Stream the critique branch: each chunk of questions is critiqued as soon as its samples
     # land and refined as soon as its critiques land, actor and critic groups working at once
@@ -157,6 +161,9 @@ class CritiqueConfig:
         if self.loop.stream and self.cluster.placement == "alternate":
             raise ConfigError("loop.stream: needs cluster.placement split or colocate (with "
                               "alternate the actor and critic groups cannot be alive at once)")
+        if self.loop.critiques == "gold" and (not synthetic or self.loop.stream):
+            raise ConfigError("loop.critiques: 'gold' needs the synthetic task's per-step truth "
+                              "and loop.stream false")
         if "gold" in self.test_time.gates and not synthetic:
             raise ConfigError("test_time.gates: 'gold' needs the synthetic task's per-step truth")
         if not synthetic and self.data.seed_file is None:

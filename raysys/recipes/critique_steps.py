@@ -182,9 +182,10 @@ def critic_scores(solutions: list[dict], critiques: list[dict], problems: pa.Tab
             **critique_stats(critiques)}
 
 
-def gold_critiques(cfg: CritiqueConfig, solutions: list[dict[str, Any]], test: pa.Table) -> list[dict]:
+def gold_critiques(cfg: CritiqueConfig, solutions: list[dict[str, Any]],
+                   problems: pa.Table) -> list[dict]:
     """Critiques of the synthetic task's per-step ground truth (what a perfect critic says)."""
-    gold = {p["id"]: p for p in synthetic_rows(test)}
+    gold = {p["id"]: p for p in synthetic_rows(problems)}
     out = []
     for s in solutions:
         p = gold[s["problem_id"]]

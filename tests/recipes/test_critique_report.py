@@ -52,3 +52,5 @@ def test_kept_refinements_right_by_luck_are_counted_per_iteration() -> None:
     assert ("- iteration 1: 1 of 3 kept refinements have every step right (the iteration's "
             "correct samples: 38 of 40)") in text
     assert "every step right" not in _loop_section(evals, [_iter("critique", 1)], ["critique"])
+    assert "`loop.critiques: gold`" in _loop_section(evals, [crit], ["critique"], "gold")
+    assert "loop.critiques" not in text

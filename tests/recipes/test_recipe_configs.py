@@ -40,6 +40,9 @@ def test_real_model_configs_load_with_paths_set(tiny_model_dir: Path, shared_dat
     ("llm2_demo_quick", ["template=chat"], r"tiny\.pretrain_format: expected 'chat' with template 'chat'"),
     ("llm2_demo_quick", ["template=few_shot"], r"template"),
     ("llm2_demo_quick", ["verifier_train.kind=sft"], r"verifier_train\.kind: set by the recipe"),
+    ("critique_demo_quick", ["loop.critiques=gold", "loop.stream=true", "cluster.placement=split"],
+     r"loop\.critiques: 'gold' needs .* loop\.stream false"),
+    ("critique_demo_quick", ["loop.critiques=oracle"], r"loop\.critiques"),
 ])
 def test_bad_values_name_the_key(name: str, sets: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -55,3 +58,15 @@ def test_gold_gate_needs_the_synthetic_task(tiny_model_dir: Path, tmp_path: Path
             f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
             f"data.train.path={gsm8k}", f"data.test.path={gsm8k}",
             f"data.seed_file={SEED_FILE}", "test_time.gates=[gold]"])
+
+
+def test_gold_loop_critiques_need_the_synthetic_task(tiny_model_dir: Path, tmp_path: Path) -> None:
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text('{"question": "2+3?", "answer": "2+3=5\\n#### 5"}\n')
+    with pytest.raises(ConfigError, match=r"loop\.critiques: 'gold' needs the synthetic"):
+        load_run_config(CONFIGS / "critique_gsm8k.yaml", [
+            f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
+            f"data.train.path={gsm8k}", f"data.test.path={gsm8k}",
+            f"data.seed_file={SEED_FILE}", "loop.critiques=gold"])
+    assert load_run_config(CONFIGS / "critique_demo_quick.yaml",
+                           ["loop.critiques=gold"]).loop.critiques == "gold"
