@@ -41,6 +41,35 @@ def is_shortcut(new: str, original: str, gold_solution: str | None = None,
     return count_numbers(new) < min(bounds) - slack
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_EQUATION = re.compile(rf"({_NUMBER})\s*([-+*/x\u00d7])\s*({_NUMBER})\s*=\s*({_NUMBER})")
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def unworked(new: str, question: str) -> bool:
+    """A stricter keep rule than the authors' (``loop.keep: working``): ``new`` shows working
+    that cannot be right. True when one of its equations ``a op b = c`` does not evaluate, or
+    uses an operand that is neither a number of ``question`` nor the result of an earlier
+    equation. A refinement that reaches the right answer through such working is right by luck.
+
+    A heuristic for arithmetic word problems: an implicit constant (``2`` for "twice") counts as
+    ungrounded, so on GSM8K it rejects some sound solutions too.
+    """
+    known = {_num(n) for n in re.findall(_NUMBER, question.replace(",", ""))}
+    for a, op, b, c in _EQUATION.findall(new.replace(",", "")):
+        x, y, z = _num(a), _num(b), _num(c)
+        value = {"+": x + y, "-": x - y, "/": x / y if y else None}.get(op, x * y)
+        if value is None or abs(value - z) > 1e-6 * max(1.0, abs(z)):
+            return True
+        if x not in known or y not in known:
+            return True
+        known.add(z)
+    return False
+
+
 @dataclass
 class Selection:
     """Kept refinement rows and why the others were not kept (counts per reason)."""
@@ -53,8 +82,10 @@ _NEEDED = ("problem_id", "sample_idx", "refined", "refined_correct", "original")
 
 
 def select_refinements(rows: Sequence[Mapping[str, Any]], reserved_new_data: int,
-                       slack: int = SHORTCUT_SLACK) -> Selection:
-    """At most ``reserved_new_data`` correct, non-shortcut refinements per question.
+                       slack: int = SHORTCUT_SLACK,
+                       questions: Mapping[str, str] | None = None) -> Selection:
+    """At most ``reserved_new_data`` correct, non-shortcut refinements per question; with
+    ``questions`` (problem_id -> text) also none that is :func:`unworked` (``unworked``).
 
     Each row needs ``problem_id``, ``sample_idx``, ``refined``, ``refined_correct`` and
     ``original`` (the refined solution); ``gold_solution`` and ``refine_idx`` (which refinement
@@ -71,6 +102,8 @@ def select_refinements(rows: Sequence[Mapping[str, Any]], reserved_new_data: int
         if missing:
             raise DataError(f"refinement row {i}: missing field(s) {', '.join(missing)}")
     stats = dict.fromkeys(("total", "incorrect", "shortcut", "duplicate", "over_cap", "kept"), 0)
+    if questions is not None:
+        stats["unworked"] = 0
     stats["total"] = len(rows)
     order = sorted(range(len(rows)), key=lambda i: (str(rows[i]["problem_id"]),
                                                     int(rows[i]["sample_idx"]),
@@ -85,6 +118,8 @@ def select_refinements(rows: Sequence[Mapping[str, Any]], reserved_new_data: int
             stats["incorrect"] += 1
         elif is_shortcut(refined, r["original"] or "", r.get("gold_solution"), slack):
             stats["shortcut"] += 1
+        elif questions is not None and unworked(refined, questions[str(r["problem_id"])]):
+            stats["unworked"] += 1
         elif refined in texts:
             stats["duplicate"] += 1
         elif len(texts) >= reserved_new_data:

@@ -86,6 +86,10 @@ class LoopConfig:
     # synthetic task's own per-step critique (a diagnostic: what a perfect critic would give;
     # synthetic data only, barrier mode).
     critiques: Literal["critic", "gold"] = "critic"
+    # Which correct refinements are kept: "answer" (the authors': right final answer, shortcut
+    # barrier, reserved_new_data) or "working" (also no equation that fails to evaluate or uses
+    # a number found neither in the question nor earlier: `critique.selection.unworked`).
+    keep: Literal["answer", "working"] = "answer"
     baseline: bool = True                # also run plain self-improvement (use_critic off)
     # Stream the critique branch: each chunk of questions is critiqued as soon as its samples
     # land and refined as soon as its critiques land, actor and critic groups working at once

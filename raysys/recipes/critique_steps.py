@@ -111,8 +111,9 @@ def loop_data(cfg: CritiqueConfig, samples: pa.Table, refinements: list[dict[str
               for r in samples.to_pylist()}
     rows = [{**r, "original": by_key[solution_key(r["problem_id"], r["sample_idx"])],
              "gold_solution": problems[r["problem_id"]].get("gold_solution")} for r in refinements]
-    sel = select_refinements(rows, cfg.loop.reserved_new_data)
     questions = {pid: p["question"] for pid, p in problems.items()}
+    sel = select_refinements(rows, cfg.loop.reserved_new_data,
+                             questions=questions if cfg.loop.keep == "working" else None)
     refined = direct_sft_rows(sel.kept, questions, lambda q: build_prompt(q, "zero_shot"),
                               target=response_text)
     stats = {"correct_samples": len(correct), **{f"refine_{k}": v for k, v in sel.stats.items()},

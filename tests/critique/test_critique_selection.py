@@ -7,7 +7,8 @@ import random
 import pytest
 
 from raysys.critique.selection import (assemble_sft, count_numbers, direct_sft_rows,
-                                       feedback_sft_rows, is_shortcut, select_refinements)
+                                       feedback_sft_rows, is_shortcut, select_refinements,
+                                       unworked)
 from raysys.data.io import DataError
 
 
@@ -63,6 +64,32 @@ def test_select_refinements_cap_and_reasons() -> None:
     assert [r["problem_id"] for r in sel2.kept] == ["q1", "q1", "q2"]
     assert sel2.stats["duplicate"] == 1 and sel2.stats["over_cap"] == 0
     assert select_refinements(ROWS, 0).stats["over_cap"] == 4
+
+
+OLIVE = "Olive has 3 toy cars. Then she finds 7 more toy cars. Then she uses 9 toy cars."
+
+
+@pytest.mark.parametrize("new, question, bad", [
+    ("3+7=10\n10-9=1\n#### 1", OLIVE, False),                   # the gold working
+    ("2-4=2\n2-1=1\n#### 1", OLIVE, True),                      # 2-4 is not 2
+    ("7-2=5\n5+9=13\n13-2=11\n#### 11", "Kara has 6, loses 6, wins 1, finds 10.", True),  # 7, 2
+    ("7+3=10\n10-9=1\n#### 1", OLIVE, False),                   # grounded and true: passes
+    ("3*3=9\n9+7=16\n#### 16", OLIVE, False),                   # a wrong plan is not caught
+    ("1,200+300=1,500\n#### 1500", "It costs 1,200 and then 300 more.", False),
+    ("She sold 48/2 = <<48/2=24>>24.\n#### 24", "She sold 48 clips, half as many in May.", True),
+    ("#### 1", OLIVE, False),                                    # no working: the barrier's job
+])
+def test_unworked(new: str, question: str, bad: bool) -> None:
+    assert unworked(new, question) is bad
+
+
+def test_select_refinements_can_reject_unworked_refinements() -> None:
+    questions = {"q1": "1 and 2, then 5 more", "q2": "3 apples, then 4 more", "q3": "5 5 2"}
+    sel = select_refinements(ROWS, reserved_new_data=1, questions=questions)
+    # q1's refinements are grounded and true; q2's "2+2=4 / 4+4=8" uses a 2 its question lacks
+    assert [r["problem_id"] for r in sel.kept] == ["q1"]
+    assert sel.stats["unworked"] == 1 and sel.stats["kept"] == 1
+    assert "unworked" not in select_refinements(ROWS, reserved_new_data=1).stats
 
 
 def test_select_refinements_independent_of_order_and_sharding() -> None:

@@ -43,6 +43,7 @@ def test_real_model_configs_load_with_paths_set(tiny_model_dir: Path, shared_dat
     ("critique_demo_quick", ["loop.critiques=gold", "loop.stream=true", "cluster.placement=split"],
      r"loop\.critiques: 'gold' needs .* loop\.stream false"),
     ("critique_demo_quick", ["loop.critiques=oracle"], r"loop\.critiques"),
+    ("critique_demo_quick", ["loop.keep=steps"], r"loop\.keep"),
 ])
 def test_bad_values_name_the_key(name: str, sets: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
