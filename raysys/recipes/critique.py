@@ -69,7 +69,7 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
             evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot")
             per_iter.append({"iteration": t, "branch": b, **stats})
     sections["Self-improvement per iteration"] = _loop_section(evals, per_iter, branches,
-                                                               cfg.loop.critiques)
+                                                               cfg.loop.critiques, cfg.loop.keep)
 
     # 3. test time: critique -> refine rounds on the final critique-in-the-loop actor
     final = actors["critique"]
@@ -164,7 +164,7 @@ def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor
 
 
 def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: list[str],
-                  critiques: str = "critic") -> str:
+                  critiques: str = "critic", keep: str = "answer") -> str:
     """Accuracy per iteration and branch, hard questions solved (those the seed actor got
     wrong), data kept and diversity; critique minus plain as a paired bootstrap."""
     hard = [pid for pid, ok in evals["iter0"].outcomes.items() if not ok]
@@ -180,8 +180,11 @@ def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: lis
                      f"{s.get('refine_kept', 0)} | {s['diversity']:.3f} |")
     working = [s for s in per_iter if s["branch"] == "critique" and "refine_kept_steps_right" in s]
     if working:
-        lines.append("\nA refinement is kept on its final answer (and the shortcut barrier); checked "
-                     "step by step against the gold derivation, the rows it adds were:")
+        rule = ("its final answer, the shortcut barrier and `loop.keep: working` (no false or "
+                "ungrounded equation)" if keep == "working" else
+                "its final answer (and the shortcut barrier)")
+        lines.append(f"\nA refinement is kept on {rule}; checked step by step against the gold "
+                     "derivation, the rows it adds were:")
         lines += [f"- iteration {s['iteration']}: {s['refine_kept_steps_right']} of "
                   f"{s.get('refine_kept', 0)} kept refinements have every step right (the "
                   f"iteration's correct samples: {s['correct_samples_steps_right']} of "

@@ -53,4 +53,6 @@ def test_kept_refinements_right_by_luck_are_counted_per_iteration() -> None:
             "correct samples: 38 of 40)") in text
     assert "every step right" not in _loop_section(evals, [_iter("critique", 1)], ["critique"])
     assert "`loop.critiques: gold`" in _loop_section(evals, [crit], ["critique"], "gold")
+    assert "kept on its final answer (and the shortcut barrier)" in text
+    assert "`loop.keep: working`" in _loop_section(evals, [crit], ["critique"], keep="working")
     assert "loop.critiques" not in text
