@@ -50,24 +50,22 @@ def test_bad_values_name_the_key(name: str, sets: list[str], message: str) -> No
         load_run_config(CONFIGS / f"{name}.yaml", sets)
 
 
-def test_gold_gate_needs_the_synthetic_task(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting, message", [
+    ("test_time.gates=[gold]", r"test_time\.gates: 'gold' needs the synthetic"),
+    ("loop.critiques=gold", r"loop\.critiques: 'gold' needs the synthetic"),
+])
+def test_gold_settings_need_the_synthetic_task(tiny_model_dir: Path, tmp_path: Path,
+                                               setting: str, message: str) -> None:
     # a GSM8K-format file of our own: the check must not depend on ../shared/data being there
     gsm8k = tmp_path / "gsm8k.jsonl"
     gsm8k.write_text('{"question": "2+3?", "answer": "2+3=5\\n#### 5"}\n')
-    with pytest.raises(ConfigError, match=r"test_time\.gates: 'gold' needs the synthetic"):
+    with pytest.raises(ConfigError, match=message):
         load_run_config(CONFIGS / "critique_gsm8k.yaml", [
             f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
             f"data.train.path={gsm8k}", f"data.test.path={gsm8k}",
-            f"data.seed_file={SEED_FILE}", "test_time.gates=[gold]"])
+            f"data.seed_file={SEED_FILE}", setting])
 
 
-def test_gold_loop_critiques_need_the_synthetic_task(tiny_model_dir: Path, tmp_path: Path) -> None:
-    gsm8k = tmp_path / "gsm8k.jsonl"
-    gsm8k.write_text('{"question": "2+3?", "answer": "2+3=5\\n#### 5"}\n')
-    with pytest.raises(ConfigError, match=r"loop\.critiques: 'gold' needs the synthetic"):
-        load_run_config(CONFIGS / "critique_gsm8k.yaml", [
-            f"models.actor.path={tiny_model_dir}", f"models.critic.path={tiny_model_dir}",
-            f"data.train.path={gsm8k}", f"data.test.path={gsm8k}",
-            f"data.seed_file={SEED_FILE}", "loop.critiques=gold"])
+def test_gold_loop_critiques_are_accepted_on_the_synthetic_task() -> None:
     assert load_run_config(CONFIGS / "critique_demo_quick.yaml",
                            ["loop.critiques=gold"]).loop.critiques == "gold"
