@@ -66,7 +66,11 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     max_len: int = 1024                     # tokens per example (see overflow)
     overflow: Literal["truncate", "drop"] = "truncate"
-    seed: int = 0
+    seed: int = 0                           # data order (and torch's seed)
+    # shuffle: a seeded permutation of the example indices each epoch; keyed: a seeded hash of
+    # each example's tokens, so two data sets that share examples see them in the same relative
+    # order (a paired comparison of data choices; schedule.keyed_order)
+    order: Literal["shuffle", "keyed"] = "shuffle"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # True: a merged HF dir; False: the adapter dir (LoRA only). None: merged in recipes (the
     # next stage samples or trains on it), the adapter dir for ``raysys train``.

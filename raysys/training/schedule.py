@@ -1,15 +1,19 @@
 """Pure scheduling helpers: the learning-rate curve and which examples each worker sees.
 
-The data plan is a function of (dataset size, seed, world size, micro-batch, grad-accum) only,
-so a resumed run replays exactly the batches an uninterrupted run would have seen, and the
-global batch of step ``s`` holds the same examples however it is split across workers and
-accumulation steps (2 workers x 4 == 1 worker x 8 == 2 accum x 4).
+The data plan is a function of (dataset size, seed, world size, micro-batch, grad-accum) only
+(and, for the ``keyed`` order, of the examples' tokens), so a resumed run replays exactly the
+batches an uninterrupted run would have seen, and the global batch of step ``s`` holds the same
+examples however it is split across workers and accumulation steps (2 workers x 4 == 1 worker
+x 8 == 2 accum x 4).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+from collections.abc import Sequence
+from typing import Any
 
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -50,20 +54,45 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+def example_key(example: dict[str, Any]) -> bytes:
+    """A digest of an example's token fields (its list values, by field name): the same tokens
+    give the same key in any data set."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(example):
+        if isinstance(example[name], list):
+            h.update(f"{name}={example[name]!r};".encode())
+    return h.digest()
+
+
+def keyed_order(keys: Sequence[bytes], seed: int, epoch: int) -> list[int]:
+    """Example indices sorted by a seeded hash of each example's key (duplicates by index).
+
+    Unlike :func:`epoch_order`, adding or dropping examples leaves the others in the same
+    relative order, so two data sets that share most examples see those in the same sequence:
+    a paired comparison of data choices (critique-in-the-loop vs plain self-improvement) is
+    then not also a comparison of two unrelated data orders."""
+    salt = f"{seed}:{epoch}:".encode()
+    rank = [hashlib.blake2b(salt + k, digest_size=8).digest() for k in keys]
+    return sorted(range(len(keys)), key=lambda i: (rank[i], i))
+
+
 def micro_batches(step: int, n_examples: int, seed: int, *, rank: int, world: int,
-                  micro: int, accum: int) -> list[list[int]]:
+                  micro: int, accum: int, keys: Sequence[bytes] | None = None) -> list[list[int]]:
     """Example indices of worker ``rank``'s ``accum`` micro-batches for optimizer step ``step``.
 
-    Steps past one epoch wrap into the next epoch's permutation (so ``max_steps`` may exceed
-    an epoch). Micro-batch ``(a, r)`` takes slot ``a * world + r`` of the global batch.
+    Steps past one epoch wrap into the next epoch's order (so ``max_steps`` may exceed an
+    epoch): :func:`epoch_order`, or :func:`keyed_order` of ``keys`` (one per example) when
+    given. Micro-batch ``(a, r)`` takes slot ``a * world + r`` of the global batch.
     """
+    if keys is not None and len(keys) != n_examples:
+        raise ValueError(f"{len(keys)} keys for {n_examples} examples")
     global_batch = world * micro * accum
     per_epoch = steps_per_epoch(n_examples, global_batch)
     if per_epoch < 1:
         raise ValueError(f"dataset of {n_examples} examples is smaller than one global batch "
                          f"({world} workers x {micro} micro-batch x {accum} accumulation)")
     epoch, in_epoch = divmod(step, per_epoch)
-    order = epoch_order(n_examples, seed, epoch)
+    order = epoch_order(n_examples, seed, epoch) if keys is None else keyed_order(keys, seed, epoch)
     batch = order[in_epoch * global_batch:(in_epoch + 1) * global_batch]
     out = []
     for a in range(accum):

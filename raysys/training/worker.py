@@ -25,7 +25,7 @@ from raysys.pipeline.live_metrics import run_name, training_step
 from raysys.training.build_locks import clear_stale_build_locks
 from raysys.training.config import TrainConfig
 from raysys.training.kinds import TrainingKind, get_kind, load_model, register_kind, with_lora
-from raysys.training.schedule import lr_factor, micro_batches, total_steps
+from raysys.training.schedule import example_key, lr_factor, micro_batches, total_steps
 from raysys.training.trackers import Trackers, open_trackers
 
 DS_TAG = "ds"
@@ -84,6 +84,7 @@ class _Run:
     world: int
     n_steps: int
     metrics_path: Path
+    keys: list[bytes] | None      # per-example keys of the ``keyed`` data order, else None
     trackers: Trackers = field(default_factory=Trackers)   # rank 0's experiment trackers
 
     @property
@@ -161,6 +162,8 @@ def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: A
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     work_dir = Path(config["work_dir"])
     examples = ray.get(config["examples"])
+    # keyed order: from the tokens as loaded, before a kind's prepare adds its own fields
+    keys = [example_key(e) for e in examples] if cfg.order == "keyed" else None
     tokenizer = load_tokenizer(cfg.model, padding_side="right",
                                trust_remote_code=cfg.trust_remote_code)
     pad_id = tokenizer.pad_token_id
@@ -188,7 +191,7 @@ def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: A
         with ckpt.as_directory() as d:
             engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=False)
     return _Run(cfg, kind, engine, scheduler, tokenizer, examples, pad_id, rank, world, n_steps,
-                work_dir / "metrics.jsonl")
+                work_dir / "metrics.jsonl", keys)
 
 
 def _train_step(run: _Run, step: int) -> dict[str, Any]:
@@ -196,7 +199,7 @@ def _train_step(run: _Run, step: int) -> dict[str, Any]:
     cfg, kind, engine = run.cfg, run.kind, run.engine
     t0 = time.perf_counter()
     plan = micro_batches(step, len(run.examples), cfg.seed, rank=run.rank, world=run.world,
-                         micro=cfg.micro_batch_size, accum=cfg.grad_accum)
+                         micro=cfg.micro_batch_size, accum=cfg.grad_accum, keys=run.keys)
     batches = [_to_device(kind.collate([run.examples[i] for i in idx], run.pad_id), engine.device)
                for idx in plan]
     (global_units,) = _all_reduce_sum([sum(kind.count(b) for b in batches)])

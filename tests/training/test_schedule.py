@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from raysys.training.schedule import epoch_order, lr_factor, micro_batches, total_steps
+from raysys.training.schedule import (epoch_order, example_key, keyed_order, lr_factor,
+                                      micro_batches, total_steps)
 
 
 def test_lr_warmup_then_cosine_hand_values() -> None:
@@ -57,3 +58,40 @@ def test_constant_schedule_holds_the_peak_after_warmup() -> None:
     assert lr_factor(3, 4, 0.0, "constant") == 1.0
     with pytest.raises(ValueError, match="lr_schedule: expected one of"):
         lr_factor(0, 4, 0.0, "linear")
+
+
+def test_example_key_reads_the_token_fields_only() -> None:
+    a = {"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}
+    assert example_key(a) == example_key({"labels": [-100, 2, 3], "input_ids": [1, 2, 3]})
+    assert example_key(a) == example_key({**a, "ref_logp": 0.5})     # a kind's extra scalar
+    assert example_key(a) != example_key({"input_ids": [1, 2, 3], "labels": [-100, -100, 3]})
+    # the field name is part of the key: the same list under another name is another example
+    assert example_key({"input_ids": [1, 2]}) != example_key({"labels": [1, 2]})
+
+
+def test_keyed_order_keeps_shared_examples_in_order_when_examples_are_added() -> None:
+    base = [bytes([i]) for i in range(40)]
+    extra = [bytes([100 + i]) for i in range(6)]
+    grown = base[:10] + extra[:3] + base[10:30] + extra[3:] + base[30:]     # 46 examples
+    for epoch in (0, 1):
+        a, b = keyed_order(base, 7, epoch), keyed_order(grown, 7, epoch)
+        assert sorted(a) == list(range(40)) and sorted(b) == list(range(46))
+        assert [base[i] for i in a] == [grown[i] for i in b if grown[i] in base]
+    # a seeded shuffle reorders everything when 6 examples are added
+    assert epoch_order(40, 7, 0)[:10] != [i for i in epoch_order(46, 7, 0) if i < 40][:10]
+    assert keyed_order(base, 7, 0) != keyed_order(base, 7, 1) != keyed_order(base, 8, 0)
+
+
+def test_keyed_order_puts_duplicate_examples_by_index() -> None:
+    keys = [b"x", b"y", b"x", b"x"]
+    order = keyed_order(keys, 0, 0)
+    assert [i for i in order if keys[i] == b"x"] == [0, 2, 3]
+
+
+def test_micro_batches_with_keys_follow_the_keyed_order() -> None:
+    keys = [bytes([i]) for i in range(24)]
+    order = keyed_order(keys, 3, 1)       # step 3 of 8-example batches: epoch 1, batch 0
+    assert micro_batches(3, 24, 3, rank=0, world=1, micro=8, accum=1, keys=keys) == [order[:8]]
+    assert micro_batches(3, 24, 3, rank=1, world=2, micro=4, accum=1, keys=keys) == [order[4:8]]
+    with pytest.raises(ValueError, match="23 keys for 24 examples"):
+        micro_batches(0, 24, 3, rank=0, world=1, micro=8, accum=1, keys=keys[:23])

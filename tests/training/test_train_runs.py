@@ -198,3 +198,35 @@ def test_accum_run_resumed_after_a_halt_matches_an_uninterrupted_1x8_run(
         # 3 of 65,536 elements off by 2.6e-5). A lost or repeated step moves whole tensors.
         moved = (w - init[name]).norm()
         assert (resumed[name] - w).norm() <= 1e-3 * moved + 1e-7, name
+
+
+def test_keyed_order_trains_the_shared_examples_alike_when_rows_are_added(
+        ray_local, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``order: keyed`` (critique vs plain self-improvement): a data set with 8 rows added, none
+    among the first two global batches' keys, trains exactly as the smaller set on those steps.
+    A worker that ignored the order would shuffle the two sets differently."""
+    from raysys.models.loading import load_tokenizer
+    from raysys.training.data import tokenize_rows
+    from raysys.training.schedule import example_key, keyed_order
+
+    base = sft_rows(40, seed=3)
+    tok = load_tokenizer(str(tiny_model_dir), padding_side="right")
+
+    def keys(rows: list[dict[str, str]]) -> list[bytes]:
+        examples, _ = tokenize_rows("sft", rows, tok, 1024, "truncate", "test")
+        return [example_key(e) for e in examples]
+
+    first = keyed_order(keys(base), 0, 0)[:16]          # steps 0 and 1 at 8 per step
+    late = [r for r in sft_rows(60, seed=4)
+            if keyed_order(keys(base + [r]), 0, 0).index(40) >= 16][:8]
+    assert len(late) == 8
+    grown = base[:10] + late[:4] + base[10:] + late[4:]
+    to_base = {**{i: i for i in range(10)}, **{i + 4: i for i in range(10, 40)}}
+    assert [to_base.get(i) for i in keyed_order(keys(grown), 0, 0)[:16]] == first
+    cfg = {"max_steps": 2, "lr": 2e-3, "lora": {"enabled": False}, "zero_stage": 0,
+           "micro_batch_size": 8, "order": "keyed"}
+    a = _run(tmp_path, tiny_model_dir, "sft", write_jsonl(tmp_path / "a.jsonl", base), "a", **cfg)
+    b = _run(tmp_path, tiny_model_dir, "sft", write_jsonl(tmp_path / "b.jsonl", grown), "b", **cfg)
+    got, want = [m["loss"] for m in _metrics(b)], [m["loss"] for m in _metrics(a)]
+    assert len(got) == len(want) == 2 and got[1] != got[0]
+    assert got == pytest.approx(want, rel=1e-6)
