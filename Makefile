@@ -28,10 +28,10 @@ demo: venv
 # Fast suite (minutes). Slow end-to-end tests (real vLLM, Ray Train, whole recipes) run in
 # `make test-slow`; CI runs both. GPU tests run only with `-m gpu` on a CUDA machine.
 test: venv
-	$(BIN)/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -X faulthandler -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-slow: venv
-	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
 test-all: venv
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)

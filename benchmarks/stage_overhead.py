@@ -1,22 +1,26 @@
 """The fixed cost of a stage: a short Ray Train stage and a sampler-group start, on local Ray.
 
-    .venv/bin/python benchmarks/stage_overhead.py [--stages 3] [--steps 5]
+    .venv/bin/python benchmarks/stage_overhead.py [--pairs 2] [--steps 5]
 
 Every demo recipe is a chain of stages; a Ray Train stage pays a fixed start-up and shut-down
-around its steps, and a sampler group pays one start per model family. This script runs
-``--stages`` SFT stages of ``--steps`` steps on a tiny model (1 worker, 2 CPUs, ZeRO-0, as the
-demos' training stages) through ``raysys.training.trainer.train`` on one local Ray instance
-(8 logical CPUs, as the demo configs), then starts a 1-replica HF sampler group and swaps its
-weights in place. It prints, per stage, the wall time, the time of the steps themselves and the
-rest; then, for the last stage, when each Ray process of it started (from the Ray session's
-``python-core-worker-*.log`` files) relative to the call, so a reader sees where the fixed cost
-goes. Ray start-up is excluded. Absolute numbers depend on the machine and its load.
+around its steps, and a sampler group pays one start per model family. This script runs SFT
+stages of ``--steps`` steps on a tiny model (1 worker, 2 CPUs, ZeRO-0, as the demos' training
+stages) through ``raysys.training.trainer.train`` on one local Ray instance (8 logical CPUs, as
+the demo configs): one warm-up stage, then ``--pairs`` pairs of stages with Ray Train's
+PreemptionWatcher on (its default, the baseline) and off (raysys's default on a local instance
+it started, ``trainer.fit_env``), alternating so drift in the machine's speed hits both. Then it
+starts a 1-replica HF sampler group and swaps its weights in place. It prints, per stage, the
+wall time, the time of the steps themselves and the rest, the mean fixed cost of each setting
+and their ratio; then, for the last stage, when each Ray process of it started (from the Ray
+session's ``python-core-worker-*.log`` files) relative to the call, so a reader sees where the
+fixed cost goes. Ray start-up is excluded. Absolute numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -55,9 +59,11 @@ def process_starts(session_logs: Path, since: float) -> list[tuple[float, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
+    if args.pairs < 1:
+        ap.error("--pairs: expected >= 1")
 
     import ray
 
@@ -67,7 +73,7 @@ def main() -> None:
     from raysys.distributed.ray_init import init_ray
     from raysys.models.tiny import build_tiny_model
     from raysys.training.config import TrainConfig
-    from raysys.training.trainer import train
+    from raysys.training.trainer import PREEMPTION_WATCHER_ENV, train
 
     tmp = Path(tempfile.mkdtemp(prefix="raysys-overhead-"))
     model = build_tiny_model(tmp / "tiny")
@@ -79,7 +85,15 @@ def main() -> None:
     session_logs = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
 
     rows, starts = [], []
-    for i in range(args.stages):
+    fixed: dict[str, list[float]] = {"on": [], "off": []}
+    # the warm-up stage, then on/off pairs; "on" is set in the driver's environment, which
+    # fit_env leaves alone (the instance's processes never saw the variable: Ray Train's default)
+    settings = ["off"] + ["on", "off"] * args.pairs
+    for i, watcher in enumerate(settings):
+        if watcher == "on":
+            os.environ[PREEMPTION_WATCHER_ENV] = "1"
+        else:
+            os.environ.pop(PREEMPTION_WATCHER_ENV, None)
         cfg = from_dict(TrainConfig, {
             "kind": "sft", "model": str(model), "data": str(data), "out": str(tmp / f"m{i}"),
             "name": f"m{i}", "max_steps": args.steps, "micro_batch_size": 16, "zero_stage": 0,
@@ -88,8 +102,12 @@ def main() -> None:
         result = train(cfg, run_dir=tmp / "ray_train")
         wall = time.monotonic() - t0
         steps_s = float(result.metrics.get("elapsed_s") or 0.0)
-        rows.append((f"Ray Train stage {i + 1} ({args.steps} steps)", wall, steps_s))
+        what = "warm-up" if i == 0 else f"watcher {watcher}"
+        rows.append((f"Ray Train stage {i + 1} ({args.steps} steps, {what})", wall, steps_s))
+        if i > 0:
+            fixed[watcher].append(wall - steps_s)
         starts = process_starts(session_logs, t_wall)
+    os.environ.pop(PREEMPTION_WATCHER_ENV, None)
 
     spec = ModelSpec(path=str(model))
     t0 = time.monotonic()
@@ -104,7 +122,10 @@ def main() -> None:
     print("| what | wall s | steps s | fixed s |\n|---|---|---|---|")
     for what, wall, steps_s in rows:
         print(f"| {what} | {wall:.1f} | {steps_s:.1f} | {wall - steps_s:.1f} |")
-    print(f"\nRay processes the last stage started (seconds after train() was called; "
+    on, off = (sum(fixed[k]) / len(fixed[k]) for k in ("on", "off"))
+    print(f"\nMean fixed cost of a stage: {on:.1f} s with Ray Train's PreemptionWatcher (its "
+          f"default), {off:.1f} s without (raysys on a local instance): {off / on:.2f}x.")
+    print(f"\nRay processes the last stage (watcher off) started (seconds after train() was called; "
           f"{len(starts)} in all):\n\n| s | process |\n|---|---|")
     for t, name in starts:
         print(f"| {t:.1f} | {name} |")

@@ -112,6 +112,19 @@ def check_ray_address(address: str | None, timeout_s: float | None = None,
                            "or fix the address (unset it to start a local Ray)") from None
 
 
+_local_session: str | None = None    # the session of the local instance init_ray started
+
+
+def started_local_instance() -> bool:
+    """Whether this process is connected to a private local instance that :func:`init_ray`
+    started (one node, which nothing can preempt), not to a cluster it joined. Compared by
+    Ray session, so a ``ray.shutdown()`` and a new ``ray.init`` elsewhere do not inherit it."""
+    import ray
+
+    return (_local_session is not None and ray.is_initialized()
+            and ray.get_runtime_context().get_session_name() == _local_session)
+
+
 def local_init_kwargs(cluster: ClusterConfig, cpu_count: int | None = None) -> dict[str, Any]:
     """``ray.init`` arguments for a private local instance (bounded on small machines)."""
     cpus = cluster.num_cpus if cluster.num_cpus is not None else (cpu_count or os.cpu_count() or 1)
@@ -157,6 +170,8 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
     except (ConnectionError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cluster.address: cannot join Ray at {address}: {first}") from None
+    global _local_session
+    _local_session = ray.get_runtime_context().get_session_name() if address == "local" else None
     record_ray_session()
     dashboard = getattr(ctx, "dashboard_url", None)
     where = "a new local instance" if address == "local" else address

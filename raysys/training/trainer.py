@@ -158,6 +158,10 @@ def _wait_with_progress(ref: Any, name: str, metrics_path: Path, n_steps: int,
 # one small actor call per worker; a value set in the environment wins.
 HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 HEALTH_CHECK_INTERVAL_S = "0.5"
+# Ray Train starts a PreemptionWatcher process per stage that polls for nodes being taken away
+# (spot instances). A private local instance is one node nothing can preempt, so there it is one
+# more process importing ray.train per stage for nothing; a value set by the user wins.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def poll_interval_s(environ: Mapping[str, str]) -> str:
@@ -180,6 +184,16 @@ def poll_interval_s(environ: Mapping[str, str]) -> str:
     return value
 
 
+def fit_env(address: str, environ: Mapping[str, str], local: bool) -> dict[str, str]:
+    """The fit task's environment variables, which Ray Train's controller and the processes it
+    starts inherit: this cluster's ``address``, the controller's poll interval, and, on a private
+    ``local`` instance, no preemption watcher unless ``environ`` sets it."""
+    env = {"RAY_ADDRESS": address, HEALTH_CHECK_INTERVAL_ENV: poll_interval_s(environ)}
+    if local and PREEMPTION_WATCHER_ENV not in environ:
+        env[PREEMPTION_WATCHER_ENV] = "0"
+    return env
+
+
 def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | None = None) -> Any:
     """Run ``trainer.fit()`` in a task whose environment names this cluster's address.
 
@@ -187,9 +201,11 @@ def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | 
     machine running several local Ray instances it can resolve another one, not find the
     controller there, and remove this run's placement group mid-training. ``RAY_ADDRESS``
     in the task's runtime env is inherited by the controller and the cleaner, as is the
-    controller's poll interval (``HEALTH_CHECK_INTERVAL_S``).
+    controller's poll interval (``HEALTH_CHECK_INTERVAL_S``); see :func:`fit_env`.
     """
     import ray
+
+    from raysys.distributed.ray_init import started_local_instance
 
     address = ray.get_runtime_context().gcs_address
 
@@ -197,7 +213,7 @@ def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | 
     def fit(t: Any) -> Any:
         return t.fit()
 
-    env = {"RAY_ADDRESS": address, HEALTH_CHECK_INTERVAL_ENV: poll_interval_s(os.environ)}
+    env = fit_env(address, os.environ, started_local_instance())
     ref = fit.options(runtime_env={"env_vars": env}).remote(trainer)
     return ray.get(ref) if progress is None else _wait_with_progress(ref, *progress)
 

@@ -1,5 +1,6 @@
 """The task that runs ``TorchTrainer.fit()`` on a real local Ray: its environment, which the
-Train controller inherits, names this cluster and the controller's poll interval."""
+Train controller inherits, names this cluster and the controller's poll interval, and turns the
+preemption watcher off on a private local instance."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from raysys.config import ConfigError
 from raysys.training.trainer import (HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S,
-                                     _fit_pinned_to_this_cluster, poll_interval_s)
+                                     PREEMPTION_WATCHER_ENV, _fit_pinned_to_this_cluster, fit_env,
+                                     poll_interval_s)
 
 
 def _env_probe() -> object:
@@ -18,7 +20,8 @@ def _env_probe() -> object:
 
     class EnvProbe:
         def fit(self) -> dict[str, str | None]:
-            return {k: os.environ.get(k) for k in ("RAY_ADDRESS", HEALTH_CHECK_INTERVAL_ENV)}
+            return {k: os.environ.get(k) for k in ("RAY_ADDRESS", HEALTH_CHECK_INTERVAL_ENV,
+                                                   PREEMPTION_WATCHER_ENV)}
 
     return EnvProbe()
 
@@ -32,6 +35,32 @@ def test_fit_task_names_this_cluster_and_polls_every_half_second(
     assert env["RAY_ADDRESS"] == ray.get_runtime_context().gcs_address
     # Ray's own default is 2 s, paid after every stage's last step
     assert env[HEALTH_CHECK_INTERVAL_ENV] == HEALTH_CHECK_INTERVAL_S == "0.5"
+
+
+def test_the_preemption_watcher_is_off_only_on_a_local_instance_raysys_started(
+        ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from raysys.distributed import ray_init
+
+    monkeypatch.delenv(PREEMPTION_WATCHER_ENV, raising=False)
+    # ray_local is ray.init'ed by the fixture, not by init_ray: Ray Train's default stays
+    assert not ray_init.started_local_instance()
+    assert _fit_pinned_to_this_cluster(_env_probe())[PREEMPTION_WATCHER_ENV] is None
+    # as if init_ray had started this instance (it records the session it started)
+    monkeypatch.setattr(ray_init, "_local_session", ray.get_runtime_context().get_session_name())
+    assert ray_init.started_local_instance()
+    assert _fit_pinned_to_this_cluster(_env_probe())[PREEMPTION_WATCHER_ENV] == "0"
+    monkeypatch.setattr(ray_init, "_local_session", "session_of_an_earlier_instance")
+    assert not ray_init.started_local_instance()
+
+
+def test_fit_env_keeps_a_preemption_watcher_setting_of_the_user() -> None:
+    assert fit_env("a:1", {}, local=True)[PREEMPTION_WATCHER_ENV] == "0"
+    assert PREEMPTION_WATCHER_ENV not in fit_env("a:1", {}, local=False)
+    # set by the user: not overridden (a local instance's processes inherit the user's value)
+    assert PREEMPTION_WATCHER_ENV not in fit_env("a:1", {PREEMPTION_WATCHER_ENV: "1"}, local=True)
+    assert fit_env("a:1", {}, local=False) == {"RAY_ADDRESS": "a:1", HEALTH_CHECK_INTERVAL_ENV: "0.5"}
 
 
 def test_a_poll_interval_set_in_the_environment_wins(ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
