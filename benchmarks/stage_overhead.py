@@ -6,9 +6,11 @@ Every demo recipe is a chain of stages; a Ray Train stage pays a fixed start-up 
 around its steps, and a sampler group pays one start per model family. This script runs SFT
 stages of ``--steps`` steps on a tiny model (1 worker, 2 CPUs, ZeRO-0, as the demos' training
 stages) through ``raysys.training.trainer.train`` on one local Ray instance (8 logical CPUs, as
-the demo configs): one warm-up stage, then ``--pairs`` pairs of stages with Ray Train's
-PreemptionWatcher on (its default, the baseline) and off (raysys's default on a local instance
-it started, ``trainer.fit_env``), alternating so drift in the machine's speed hits both. Then it
+the demo configs): one warm-up stage per setting (the two settings run the fit task in
+different runtime envs, so each starts its own worker once), then ``--pairs`` pairs of stages
+with Ray Train's PreemptionWatcher on (its default, the baseline) and off (raysys's default on
+a local instance it started, ``trainer.fit_env``), alternating so drift in the machine's speed
+hits both. Then it
 starts a 1-replica HF sampler group and swaps its weights in place. It prints, per stage, the
 wall time, the time of the steps themselves and the rest, the mean fixed cost of each setting
 and their ratio; then, for the last stage, when each Ray process of it started (from the Ray
@@ -86,9 +88,9 @@ def main() -> None:
 
     rows, starts = [], []
     fixed: dict[str, list[float]] = {"on": [], "off": []}
-    # the warm-up stage, then on/off pairs; "on" is set in the driver's environment, which
-    # fit_env leaves alone (the instance's processes never saw the variable: Ray Train's default)
-    settings = ["off"] + ["on", "off"] * args.pairs
+    # a warm-up stage per setting, then on/off pairs; "on" is set in the driver's environment,
+    # which fit_env passes on to the fit task (Ray Train's default)
+    settings = ["off", "on"] + ["on", "off"] * args.pairs
     for i, watcher in enumerate(settings):
         if watcher == "on":
             os.environ[PREEMPTION_WATCHER_ENV] = "1"
@@ -102,9 +104,9 @@ def main() -> None:
         result = train(cfg, run_dir=tmp / "ray_train")
         wall = time.monotonic() - t0
         steps_s = float(result.metrics.get("elapsed_s") or 0.0)
-        what = "warm-up" if i == 0 else f"watcher {watcher}"
+        what = f"watcher {watcher}" + (", warm-up" if i < 2 else "")
         rows.append((f"Ray Train stage {i + 1} ({args.steps} steps, {what})", wall, steps_s))
-        if i > 0:
+        if i >= 2:
             fixed[watcher].append(wall - steps_s)
         starts = process_starts(session_logs, t_wall)
     os.environ.pop(PREEMPTION_WATCHER_ENV, None)

@@ -9,6 +9,7 @@ x 8 == 2 accum x 4).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -56,24 +57,40 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
 
 def example_key(example: dict[str, Any]) -> bytes:
     """A digest of an example's token fields (its list values, by field name): the same tokens
-    give the same key in any data set."""
+    give the same key in any data set. ``ValueError`` when it has no list field (every example
+    would get one key, and the keyed order would be the file order)."""
     h = hashlib.blake2b(digest_size=16)
-    for name in sorted(example):
-        if isinstance(example[name], list):
-            h.update(f"{name}={example[name]!r};".encode())
+    fields = [name for name in sorted(example) if isinstance(example[name], list)]
+    if not fields:
+        raise ValueError(f"example_key: no token list among the fields {sorted(example)}")
+    for name in fields:
+        h.update(f"{name}={example[name]!r};".encode())
     return h.digest()
 
 
 def keyed_order(keys: Sequence[bytes], seed: int, epoch: int) -> list[int]:
-    """Example indices sorted by a seeded hash of each example's key (duplicates by index).
+    """Example indices sorted by a seeded hash of each example's key and occurrence (the n-th
+    copy of a key hashes with n, so identical examples land apart, as in a shuffle).
 
     Unlike :func:`epoch_order`, adding or dropping examples leaves the others in the same
-    relative order, so two data sets that share most examples see those in the same sequence:
-    a paired comparison of data choices (critique-in-the-loop vs plain self-improvement) is
-    then not also a comparison of two unrelated data orders."""
+    relative order within an epoch, so two data sets that share most examples see those in the
+    same sequence: a paired comparison of data choices (critique-in-the-loop vs plain
+    self-improvement) is then not also a comparison of two unrelated data orders. (An epoch's
+    length depends on the data set's size, so the next epoch's order starts at different steps.)
+    """
+    return list(_keyed_order(tuple(keys), seed, epoch))
+
+
+@functools.lru_cache(maxsize=2)
+def _keyed_order(keys: tuple[bytes, ...], seed: int, epoch: int) -> tuple[int, ...]:
+    # cached: a worker asks for the same epoch's order at every step
     salt = f"{seed}:{epoch}:".encode()
-    rank = [hashlib.blake2b(salt + k, digest_size=8).digest() for k in keys]
-    return sorted(range(len(keys)), key=lambda i: (rank[i], i))
+    seen: dict[bytes, int] = {}
+    rank = []
+    for k in keys:
+        n = seen[k] = seen.get(k, -1) + 1
+        rank.append(hashlib.blake2b(salt + k + n.to_bytes(4, "little"), digest_size=8).digest())
+    return tuple(sorted(range(len(keys)), key=lambda i: (rank[i], i)))
 
 
 def micro_batches(step: int, n_examples: int, seed: int, *, rank: int, world: int,

@@ -186,10 +186,13 @@ def poll_interval_s(environ: Mapping[str, str]) -> str:
 
 def fit_env(address: str, environ: Mapping[str, str], local: bool) -> dict[str, str]:
     """The fit task's environment variables, which Ray Train's controller and the processes it
-    starts inherit: this cluster's ``address``, the controller's poll interval, and, on a private
-    ``local`` instance, no preemption watcher unless ``environ`` sets it."""
+    starts inherit: this cluster's ``address``, the controller's poll interval, and the
+    preemption watcher setting: ``environ``'s when set, else off on a private ``local``
+    instance (Ray Train's default, on, elsewhere)."""
     env = {"RAY_ADDRESS": address, HEALTH_CHECK_INTERVAL_ENV: poll_interval_s(environ)}
-    if local and PREEMPTION_WATCHER_ENV not in environ:
+    if PREEMPTION_WATCHER_ENV in environ:
+        env[PREEMPTION_WATCHER_ENV] = environ[PREEMPTION_WATCHER_ENV]
+    elif local:
         env[PREEMPTION_WATCHER_ENV] = "0"
     return env
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from raysys.config import ClusterConfig
 
 
-def test_init_ray_records_the_local_instance_it_started() -> None:
+def test_init_ray_records_the_local_instance_it_started(monkeypatch) -> None:
     import ray
 
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)      # init_ray would join that instead
     from raysys.distributed.ray_init import init_ray, shutdown_ray, started_local_instance
 
     assert not ray.is_initialized() and not started_local_instance()

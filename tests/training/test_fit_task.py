@@ -55,12 +55,14 @@ def test_the_preemption_watcher_is_off_only_on_a_local_instance_raysys_started(
     assert not ray_init.started_local_instance()
 
 
-def test_fit_env_keeps_a_preemption_watcher_setting_of_the_user() -> None:
+def test_fit_env_passes_a_preemption_watcher_setting_of_the_user_on() -> None:
     assert fit_env("a:1", {}, local=True)[PREEMPTION_WATCHER_ENV] == "0"
-    assert PREEMPTION_WATCHER_ENV not in fit_env("a:1", {}, local=False)
-    # set by the user: not overridden (a local instance's processes inherit the user's value)
-    assert PREEMPTION_WATCHER_ENV not in fit_env("a:1", {PREEMPTION_WATCHER_ENV: "1"}, local=True)
     assert fit_env("a:1", {}, local=False) == {"RAY_ADDRESS": "a:1", HEALTH_CHECK_INTERVAL_ENV: "0.5"}
+    # set by the user: passed on as is, local or joined (a joined cluster's processes would not
+    # inherit the driver's environment otherwise)
+    for local in (True, False):
+        assert fit_env("a:1", {PREEMPTION_WATCHER_ENV: "1"}, local)[PREEMPTION_WATCHER_ENV] == "1"
+    assert fit_env("a:1", {PREEMPTION_WATCHER_ENV: "0"}, False)[PREEMPTION_WATCHER_ENV] == "0"
 
 
 def test_a_poll_interval_set_in_the_environment_wins(ray_local, monkeypatch: pytest.MonkeyPatch) -> None:

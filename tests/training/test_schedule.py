@@ -79,13 +79,26 @@ def test_keyed_order_keeps_shared_examples_in_order_when_examples_are_added() ->
         assert [base[i] for i in a] == [grown[i] for i in b if grown[i] in base]
     # a seeded shuffle reorders everything when 6 examples are added
     assert epoch_order(40, 7, 0)[:10] != [i for i in epoch_order(46, 7, 0) if i < 40][:10]
-    assert keyed_order(base, 7, 0) != keyed_order(base, 7, 1) != keyed_order(base, 8, 0)
+    assert keyed_order(base, 7, 0) != keyed_order(base, 7, 1)
+    assert keyed_order(base, 7, 0) != keyed_order(base, 8, 0)
 
 
-def test_keyed_order_puts_duplicate_examples_by_index() -> None:
-    keys = [b"x", b"y", b"x", b"x"]
+def test_keyed_order_places_copies_of_an_example_apart() -> None:
+    """The n-th copy of a key hashes with n: copies land apart (a sort by key alone would put
+    them side by side, in one micro-batch, every epoch), and a data set with one more copy keeps
+    the others where they were."""
+    keys = [bytes([i]) for i in range(30)] + [b"x"] * 4
     order = keyed_order(keys, 0, 0)
-    assert [i for i in order if keys[i] == b"x"] == [0, 2, 3]
+    where = sorted(order.index(i) for i in range(30, 34))
+    assert where != list(range(where[0], where[0] + 4))          # not four in a row
+    more = keys + [b"x"]                                          # a fifth copy, appended
+    assert [i for i in keyed_order(more, 0, 0) if i < 34] == order
+    assert keyed_order(keys, 0, 0) == keyed_order(list(keys), 0, 0)   # cached or not, the same
+
+
+def test_example_key_refuses_an_example_without_a_token_list() -> None:
+    with pytest.raises(ValueError, match=r"example_key: no token list among the fields \['ids'\]"):
+        example_key({"ids": (1, 2, 3)})
 
 
 def test_micro_batches_with_keys_follow_the_keyed_order() -> None:
