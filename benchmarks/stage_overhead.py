@@ -10,10 +10,9 @@ the demo configs): one warm-up stage per setting (the two settings run the fit t
 different runtime envs, so each starts its own worker once), then ``--pairs`` pairs of stages
 with Ray Train's PreemptionWatcher on (its default, the baseline) and off (raysys's default on
 a local instance it started, ``trainer.fit_env``), alternating so drift in the machine's speed
-hits both. Then it
-starts a 1-replica HF sampler group and swaps its weights in place. It prints, per stage, the
-wall time, the time of the steps themselves and the rest, the mean fixed cost of each setting
-and their ratio; then, for the last stage, when each Ray process of it started (from the Ray
+hits both. Then it starts a 1-replica HF sampler group and swaps its weights in place. It
+prints, per stage, the wall time, the time of the steps themselves and the rest, the mean fixed
+cost of each setting and their ratio; then, for the last stage, when each Ray process of it started (from the Ray
 session's ``python-core-worker-*.log`` files) relative to the call, so a reader sees where the
 fixed cost goes. Ray start-up is excluded. Absolute numbers depend on the machine and its load.
 """

@@ -68,8 +68,8 @@ class TrainConfig:
     overflow: Literal["truncate", "drop"] = "truncate"
     seed: int = 0                           # data order (and torch's seed)
     # shuffle: a seeded permutation of the example indices each epoch; keyed: a seeded hash of
-    # each example's tokens, so two data sets that share examples see them in the same relative
-    # order (a paired comparison of data choices; schedule.keyed_order)
+    # each example's tokens and copy number, so two data sets that share examples see them in the
+    # same relative order (a paired comparison of data choices; schedule.keyed_order)
     order: Literal["shuffle", "keyed"] = "shuffle"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # True: a merged HF dir; False: the adapter dir (LoRA only). None: merged in recipes (the

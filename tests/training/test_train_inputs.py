@@ -37,6 +37,14 @@ def test_unknown_key_and_wrong_type_name_the_key(tiny_model_dir: Path, tmp_path:
         _cfg(tmp_path / "nope", data, tmp_path / "out")
 
 
+@pytest.mark.parametrize("value", ["random", "", 1, None, ["keyed"]])
+def test_data_order_outside_shuffle_or_keyed_names_the_key(value: object, tiny_model_dir: Path,
+                                                           tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "p.jsonl", pair_rows(4))
+    with pytest.raises(ConfigError, match=r"^order: expected one of 'shuffle', 'keyed', got "):
+        _cfg(tiny_model_dir, data, tmp_path / "out", order=value)
+
+
 def test_pairs_file_missing_chosen_names_file_and_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = pair_rows(3)
     del rows[1]["chosen"]
