@@ -10,17 +10,32 @@ Placement policies (see ``ClusterConfig.placement``):
 * ``split``: each role's group has its own placement group; all stay alive through training;
 * ``colocate``: one shared placement group whose bundle ``i`` holds replica ``i`` of every role
   in ``cluster.roles`` (its resources are the sum of theirs); all stay alive.
+
+Under ``split``, a group or training stage that would not fit beside the live groups (e.g. on a
+2-CPU cluster joined by a config written for 8 logical CPUs) gets them stopped first, as under
+``alternate``, with one warning per run, instead of waiting for resources that never free; under
+``colocate`` a training stage does.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from raysys.config import ClusterConfig, ModelSpec
 from raysys.distributed.actors import ActorGroup
 
 log = logging.getLogger(__name__)
+
+RELEASE_WAIT_S = 3.0    # how long before_training waits for a finished stage's resources
+
+
+def missing_resources(need: Mapping[str, float], free: Mapping[str, float]) -> dict[str, float]:
+    """The part of ``need`` (resource -> amount) that ``free`` cannot cover: resource ->
+    amount short; empty when everything fits."""
+    return {k: v - free.get(k, 0.0) for k, v in need.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
 
 
 def same_model_family(a: ModelSpec, b: ModelSpec) -> bool:
@@ -48,6 +63,8 @@ class RoleGroups:
         self.cluster = cluster
         self._live: dict[str, ActorGroup] = {}
         self._shared_pg: Any = None
+        self._warned_short = False
+        self._together = False
 
     def live(self, role: str) -> ActorGroup | None:
         """The running group of ``role``, if any."""
@@ -70,9 +87,12 @@ class RoleGroups:
                     group.load_weights(model.path, model.adapter)
                 return group
             self.stop(role)
+        res = self.cluster.role(role)
         if self.cluster.placement == "alternate":
             self.stop()
-        res = self.cluster.role(role)
+        elif self.cluster.placement == "split":
+            self._make_room({k: v * res.replicas for k, v in res.bundle().items()},
+                            f"the {role} group")
         kwargs: dict[str, Any] = {"cluster": self.cluster, "bundle": res.bundle(), "role": role}
         if self.cluster.placement == "colocate":
             kwargs["placement_group"] = self._colocated_pg(role)
@@ -111,13 +131,66 @@ class RoleGroups:
             ray.util.remove_placement_group(self._shared_pg)
             self._shared_pg = None
 
-    def before_training(self) -> None:
-        """Under ``alternate``, give the cluster back to the trainer."""
+    def before_training(self, need: Mapping[str, float] | None = None) -> None:
+        """Make room for a training stage whose workers need ``need`` (resource -> total):
+        under ``alternate`` stop every group; otherwise stop them only when ``need`` does not
+        fit in what the cluster has free beside them."""
         if self.cluster.placement == "alternate":
             self.stop()
+        elif need:
+            self._make_room(need, "a training stage")
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Inside, the live groups are all needed at once (a streamed step): a group that does
+        not fit beside them is a StageError naming the shortfall instead of stopping them."""
+        self._together = True
+        try:
+            yield
+        finally:
+            self._together = False
+
+    def _make_room(self, need: Mapping[str, float], what: str) -> None:
+        """Stop every live group when ``need`` does not fit in the cluster's free resources
+        beside them (one warning per run)."""
+        if not self._live:
+            return
+        import time
+
+        import ray
+
+        # A stage that just ended may still be releasing its placement group: look again for a
+        # moment before stopping groups (not once the cluster is known to be too small).
+        deadline = time.monotonic() + (0.0 if self._warned_short else RELEASE_WAIT_S)
+        while (short := missing_resources(need, ray.available_resources())) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not short:
+            return
+        if self._together:
+            from raysys.errors import StageError
+
+            raise StageError(f"cluster: {what} needs {_fmt(need)}, {_fmt(short)} short beside the "
+                             f"live {', '.join(sorted(self._live))} group(s) (cluster: "
+                             f"{_fmt(ray.cluster_resources(), keys=need)}); this step needs its "
+                             "roles at once: give the cluster more, or lower cluster.roles / "
+                             "cpus_per_replica")
+        if not self._warned_short:
+            log.warning("cluster.placement %s: %s needs %s, %s short with the role groups alive "
+                        "(cluster: %s); groups are stopped when the next one does not fit and "
+                        "restarted when needed", self.cluster.placement, what, _fmt(need),
+                        _fmt(short), _fmt(ray.cluster_resources(), keys=need))
+            self._warned_short = True
+        self.stop()
 
     def __enter__(self) -> RoleGroups:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _fmt(res: Mapping[str, float], keys: Mapping[str, float] | None = None) -> str:
+    """``{"CPU": 2.0}`` -> ``2 CPU``; only ``keys``' resources when given."""
+    items = [(k, v) for k, v in res.items() if keys is None or k in keys]
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(items)) or "none"

@@ -306,13 +306,14 @@ def streamed_iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, train: pa.
     first: list = []
     ids = list(problems)
     size = max(1, cfg.loop.stream_chunk)
-    for i in range(0, len(ids), size):
-        part = ids[i:i + size]
-        prompts = [build_prompt(problems[p]["question"], "zero_shot") for p in part]
-        items = [{"gold_answer": problems[p]["gold_answer"]} for p in part]
-        chunk = S.submit(actor_group, items, part, prompts)
-        first += [chunk] if chunk else critique_chunk(S.rows_of(part))
-    run_streams(first, on_landed)
+    with ctx.groups.together():     # both roles at once: one not fitting is an error, not a stop
+        for i in range(0, len(ids), size):
+            part = ids[i:i + size]
+            prompts = [build_prompt(problems[p]["question"], "zero_shot") for p in part]
+            items = [{"gold_answer": problems[p]["gold_answer"]} for p in part]
+            chunk = S.submit(actor_group, items, part, prompts)
+            first += [chunk] if chunk else critique_chunk(S.rows_of(part))
+        run_streams(first, on_landed)
     from raysys.distributed.metrics import summarize_samples
     S.close(lambda tb: summarize_samples(tb, []))
     C.close()

@@ -85,17 +85,18 @@ def spec_at(path: Path, like: ModelSpec) -> ModelSpec:
 def train(ctx: StepContext, name: str, kind: str, base: ModelSpec, data: Path,
           stage: TrainConfig) -> ModelSpec:
     """A training stage: ``base`` + ``data`` -> ``models/<name>`` (merged dir, full model or
-    adapter). Under ``alternate`` placement the role groups are stopped first."""
+    adapter). The role groups are stopped first under ``alternate`` placement, or when the
+    stage's workers would not fit beside them (:meth:`RoleGroups.before_training`)."""
     from raysys.models.loading import is_adapter_dir
-    from raysys.training.trainer import train as run_train
+    from raysys.training.trainer import train as run_train, worker_group_resources
 
     def fn(tmp: Path) -> dict[str, Any]:
-        if ctx.groups is not None:
-            ctx.groups.before_training()
-        work = ctx.rd.path / "ray_train" / name
-        shutil.rmtree(work, ignore_errors=True)     # no checkpoints kept: a restart retrains
         tcfg = stage.for_stage(kind=kind, model=base.path, data=str(data), out=str(tmp), name=name,
                                trust_remote_code=base.trust_remote_code)
+        if ctx.groups is not None:
+            ctx.groups.before_training(worker_group_resources(tcfg))
+        work = ctx.rd.path / "ray_train" / name
+        shutil.rmtree(work, ignore_errors=True)     # no checkpoints kept: a restart retrains
         # small built sets (few agreeing questions / pairs) must still fill one global batch
         rows = read_stage(data).num_rows
         per_batch = max(1, rows // (tcfg.num_workers * tcfg.grad_accum))

@@ -56,6 +56,24 @@ class TrainResult:
         return self.work_dir / "metrics.jsonl"
 
 
+def scaling_config(cfg: TrainConfig) -> Any:
+    """Ray Train's ScalingConfig for ``cfg``: ``num_workers`` workers of ``resources_per_worker``
+    (Ray Train's default, 1 CPU or 1 GPU, when empty)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                         resources_per_worker=dict(cfg.resources_per_worker) or None)
+
+
+def worker_group_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What ``cfg``'s worker group reserves in all (resource -> amount), as Ray Train places it."""
+    sc = scaling_config(cfg)
+    n = cfg.num_workers
+    out = {"CPU": sc.num_cpus_per_worker * n, "GPU": sc.num_gpus_per_worker * n,
+           **{k: v * n for k, v in sc.additional_resources_per_worker.items()}}
+    return {k: float(v) for k, v in out.items() if v}
+
+
 def _start_ray() -> None:
     import ray
 
@@ -259,7 +277,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     Raises ConfigError / DataError / ModelError for bad input before any worker starts.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raysys.data.io import DataError
@@ -295,13 +313,11 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     if not cfg.use_gpu:
         prebuild_cpu_comm_op()
     _start_ray()
-    resources = dict(cfg.resources_per_worker) or None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "kind": kind, "examples": ray.put(examples), "work_dir": str(state_dir),
                            "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(timeout_s=max(1, int(stall_timeout_s or 1800))),
         run_config=RunConfig(
             storage_path=str(work_dir), name=cfg.name,

@@ -11,6 +11,7 @@ import pytest
 from raysys.config import ClusterConfig, EngineConfig, ModelSpec, RoleResources
 from raysys.distributed.actors import ActorGroup, RoleActor, SamplerActor
 from raysys.distributed.roles import RoleGroups, colocated_bundles
+from raysys.errors import StageError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -149,6 +150,52 @@ def test_split_and_colocate_keep_roles_alive_together(ray_local: Any, tiny_model
                 assert a._pg is b._pg and not a._own_pg    # one shared placement group
             else:
                 assert a._pg is not b._pg
+
+
+def test_split_groups_make_room_for_a_training_stage_that_does_not_fit_beside_them(
+        ray_local: Any, tiny_model_dir: Path, caplog) -> None:
+    """A config written for 8 logical CPUs on a 2-CPU cluster: a live group holding 1.5 CPUs
+    is kept before a training stage that fits beside it and stopped before a 1-CPU one (one
+    warning, naming the shortfall); a second role's group that does not fit beside the first
+    stops it too, and nothing warns again; inside ``together()`` it is an error instead."""
+    import logging
+    import time
+
+    import ray
+
+    model = ModelSpec(path=str(tiny_model_dir))
+    with caplog.at_level(logging.WARNING, logger="raysys.distributed.roles"), \
+            RoleGroups(ClusterConfig(placement="split", cpus_per_replica=1.5)) as groups:
+        group = groups.get("sampler", TokenCounter, model, "")
+        groups.before_training({"CPU": 0.5})
+        assert groups.live("sampler") is group
+        groups.before_training({"CPU": 1.0})
+        assert groups.live("sampler") is None
+        deadline = time.monotonic() + 30          # the resource view catches up within ~1 s
+        while ray.available_resources().get("CPU", 0.0) < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0.0) >= 1.0   # the stage can be placed now
+        again = groups.get("sampler", TokenCounter, model, "")
+        sampler_count = again.map("count", ["x"], 0)[0]
+        assert again is not group and sampler_count[1] == str(tiny_model_dir)
+        groups.before_training({"CPU": 1.0})
+        assert groups.live("sampler") is None
+        # a second role's group that does not fit beside the first: the first is stopped
+        # (under split it would otherwise wait PLACEMENT_TIMEOUT_S and fail)
+        sampler = groups.get("sampler", TokenCounter, model, "")
+        critic = groups.get("critic", TokenCounter, model, "")
+        assert groups.live("sampler") is None and groups.live("critic") is critic
+        assert critic.map("count", ["x"], 0)[0] == sampler_count
+        # a streamed step needs its roles at once: there, not fitting is one error, no stop
+        with groups.together(), pytest.raises(StageError, match=(
+                r"cluster: the sampler group needs 1.5 CPU, 1 CPU short beside the live critic "
+                r"group\(s\) \(cluster: 2 CPU\); this step needs its roles at once")):
+            groups.get("sampler", TokenCounter, model, "")
+        assert groups.live("critic") is critic and groups.live("sampler") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "cluster.placement split: a training stage needs 1 CPU, 0.5 CPU short with the role "
+        "groups alive (cluster: 2 CPU); groups are stopped when the next one does not fit and "
+        "restarted when needed"]
 
 
 def test_joining_the_running_instance_warns_when_num_cpus_differs(ray_local: Any, caplog) -> None:

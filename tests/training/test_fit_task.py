@@ -75,3 +75,19 @@ def test_a_bad_poll_interval_is_one_error_naming_the_variable(value: str) -> Non
     with pytest.raises(ConfigError, match=rf"environment variable {HEALTH_CHECK_INTERVAL_ENV}: "
                                           rf"expected a finite number of seconds > 0, got '{value}'"):
         poll_interval_s({HEALTH_CHECK_INTERVAL_ENV: value})
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, {"CPU": 1.0}),                                               # Ray Train's default
+    ({"resources_per_worker": {"CPU": 2}}, {"CPU": 2.0}),             # the demos' long stages
+    ({"num_workers": 3, "resources_per_worker": {"CPU": 1.5, "mem_slot": 1}},
+     {"CPU": 4.5, "mem_slot": 3.0}),
+    ({"use_gpu": True}, {"GPU": 1.0}),                                # no CPU asked beside a GPU
+    ({"num_workers": 2, "use_gpu": True, "resources_per_worker": {"CPU": 4, "GPU": 0}},
+     {"CPU": 8.0, "GPU": 2.0}),                                       # a zero GPU is Ray's default
+])
+def test_worker_group_resources_are_what_ray_train_reserves(fields: dict, expected: dict) -> None:
+    from raysys.training.config import TrainConfig
+    from raysys.training.trainer import worker_group_resources
+
+    assert worker_group_resources(TrainConfig(**fields)) == expected
