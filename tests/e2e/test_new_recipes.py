@@ -165,3 +165,32 @@ def test_quick_demo_console_is_short_and_raysys_only(quick_all: tuple[Path, str,
     # run it again)
     assert sessions["llm2"] == sessions["w2s"]
     assert all(s.name == "logs" and s.parent.name.startswith("session_") for s in sessions.values())
+
+
+def test_a_streamed_iteration_writes_what_the_barrier_iteration_wrote(
+        critique_run: Path, tmp_path: Path) -> None:
+    """`loop.stream: true` on the quick config's split placement: actor and critic groups work
+    at once, inside `RoleGroups.together()`. The iteration's samples and critiques equal the
+    barrier run's row for row; its refinements answer the same critiques (their sampled text
+    may differ: chunks batch, and so pad, other rows together)."""
+    import shutil
+
+    run_dir = tmp_path / "streamed"
+    shutil.copytree(critique_run, run_dir)
+    streamed = ("critique_samples", "critiques", "refinements")
+    for name in streamed:
+        shutil.rmtree(run_dir / "iter_1" / name)
+    _run(["run", str(run_dir / "config.yaml"), "--run-dir", str(run_dir), "--force",
+          "--set", "loop.stream=true"], timeout=900)
+    ref, got = _tables(critique_run), _tables(run_dir)
+    for name in streamed:
+        manifest = json.loads((run_dir / "iter_1" / name / "_MANIFEST.json").read_text())
+        assert manifest["metrics"]["streamed"] is True, name
+    assert got["iter_1/critique_samples"] == ref["iter_1/critique_samples"]
+    assert got["iter_1/critiques"] == ref["iter_1/critiques"]
+
+    def answered(rows: list[str]) -> list[tuple]:
+        return sorted((r["problem_id"], r["sample_idx"], r["refine_idx"], r["critique"])
+                      for r in map(json.loads, rows))
+    assert answered(got["iter_1/refinements"]) == answered(ref["iter_1/refinements"])
+    assert len(got["iter_1/refinements"]) > 0
