@@ -29,7 +29,7 @@ from raysys.distributed.actors import ActorGroup
 
 log = logging.getLogger(__name__)
 
-RELEASE_WAIT_S = 3.0    # how long before_training waits for a finished stage's resources
+RELEASE_WAIT_S = 3.0    # how long _make_room waits for a finished stage to release its resources
 
 
 def missing_resources(need: Mapping[str, float], free: Mapping[str, float]) -> dict[str, float]:

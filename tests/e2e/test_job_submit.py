@@ -157,3 +157,8 @@ def test_quick_demo_runs_as_a_ray_job(token_auth_head: RayHead, tmp_path: Path) 
     assert state["stages"] and all(s["status"] == "complete" for s in state["stages"].values())
     report = (run_dir / "report.md").read_text()
     assert "stage" in report.lower() and "weak" in report.lower()
+    # The config keeps role groups alive through training (split) on 8 logical CPUs; this head
+    # has 2, so the live sampler group (2 CPUs) made room for each training stage instead of
+    # leaving it to wait for CPUs it held.
+    driver_log = (run_dir / "logs" / "driver.log").read_text()
+    assert "cluster.placement split: a training stage needs 1 CPU, 1 CPU short" in driver_log
