@@ -20,6 +20,7 @@ step is a stage of the run dir, so a killed run resumes inside any iteration.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pyarrow as pa
 
@@ -159,8 +160,31 @@ def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor
                                                            test.to_pylist()}, critic)
     scores = cs.critic_scores(sols, crits, test)
     ctx.rd.log_metrics("critic_heldout", scores)
-    return "| metric | value |\n|---|---|\n" + "\n".join(
-        f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items())
+    return critic_table(scores)
+
+
+# what each held-out score measures, in the report's words (critique_steps.critic_scores)
+_CRITIC_ROWS = (("step_verdict_acc", "step verdicts that match the per-step ground truth"),
+                ("first_error_acc", "solutions whose first wrong step it names exactly (none when right)"),
+                ("final_verdict_acc", "final verdicts (correct / wrong) that are right"),
+                ("wrong_recall", "wrong solutions it calls wrong (recall)"),
+                ("wrong_precision", "solutions it calls wrong that are wrong (precision)"))
+
+
+def critic_table(scores: dict[str, Any]) -> str:
+    """The critic's held-out scores as a readable table: percentages with what each measures,
+    then how its verdicts split (a critic that gates refinement lives on recall and precision)."""
+    n = scores.get("solutions", 0)
+    lines = [f"{n} held-out solutions: the seed actor's own greedy answers and one-slip corruptions "
+             "of gold solutions, judged against the synthetic task's per-step ground truth.", "",
+             "| the critic's | value |", "|---|---|"]
+    lines += [f"| {what} | {100 * scores[k]:.1f}% |" for k, what in _CRITIC_ROWS if k in scores]
+    verdicts = ", ".join(f"{k} {scores[k]}" for k in ("wrong", "correct", "unknown") if k in scores)
+    if verdicts:
+        lines.append(f"| verdicts given (unknown: none parsable) | {verdicts} |")
+    if scores.get("empty"):
+        lines.append(f"| empty critiques | {scores['empty']} |")
+    return "\n".join(lines)
 
 
 def _loop_section(evals: dict[str, EvalRow], per_iter: list[dict], branches: list[str],

@@ -112,19 +112,45 @@ def stage_metrics(ctx: StepContext, name: str, iteration: int) -> dict[str, Any]
 
 
 def data_section(state: dict[str, Any]) -> str:
-    """A small table of what the data stages measured (label quality, filter, pair branches),
-    from a run's state (``RunDir.state``, the contents of ``state.json``)."""
-    lines = ["| stage | metrics |", "|---|---|"]
-    for key, e in sorted(state["stages"].items()):   # state.json order, fresh or resumed
-        name = key.split("/")[-1]
-        if name.startswith(("stage1_", "stage2_pairs", "weak_labels", "strong_icl")) and e.get("metrics"):
-            m = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in e["metrics"].items()
-                 if k in ("accuracy", "kept", "questions", "kept_frac", "weak_acc", "icl_acc",
-                          "hybrid_acc", "weak_label_acc", "icl_label_acc", "pairs", "branches",
-                          "chosen_acc")}
-            if m and not key.endswith(("stage1_weak", "stage1_icl")):
-                lines.append(f"| {key} | {m} |")
+    """What the data stages measured on train_2, one readable row each: how right the weak and
+    ICL answers are, what the stage-I agreement filter kept, what stage II's pairs hold. From a
+    run's state (``RunDir.state``, the contents of ``state.json``), in its stage order."""
+    order = ("weak_labels", "strong_icl", "stage1_hybrid", "stage2_pairs")   # the recipe's order
+    rows = []
+    for key, e in state["stages"].items():
+        prefix, _, name = key.rpartition("/")
+        text = _data_line(name, e.get("metrics") or {}) if name in order else None
+        if text:
+            rows.append(((prefix, order.index(name)), f"| {key} | {text} |"))
+    lines = ["| stage | measured on train_2 |", "|---|---|"] + [r for _, r in sorted(rows)]
     return "\n".join(lines)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _data_line(name: str, m: dict[str, Any]) -> str | None:
+    """One data stage's row text (None: it recorded no metrics). The three stage-I sets share
+    one filter and its metrics, so only the ``hybrid`` one gets a row."""
+    if not m:
+        return None
+    if name == "weak_labels":
+        return f"weak model's answers: {_pct(m.get('accuracy'))} right ({m.get('graded_problems', '?')} questions)"
+    if name == "strong_icl":
+        return (f"strong model's few-shot (ICL) answers: {_pct(m.get('accuracy'))} right "
+                f"({m.get('graded_problems', '?')} questions)")
+    if name == "stage1_hybrid":
+        return (f"agreement filter kept {m.get('kept', '?')} of {m.get('questions', '?')} questions "
+                f"({_pct(m.get('kept_frac'))}); the agreed answer is right on {_pct(m.get('icl_acc'))} "
+                f"of them (ICL answers on all questions: {_pct(m.get('icl_label_acc'))}, weak: "
+                f"{_pct(m.get('weak_label_acc'))})")
+    if name == "stage2_pairs":
+        branches = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
+                             sorted((m.get("branches") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
+        return (f"{m.get('pairs', '?')} pairs, chosen answer right in {_pct(m.get('chosen_acc'))}"
+                + (f"; questions by pair rule: {branches}" if branches else ""))
+    return None
 
 
 def direction_section(evals: list[EvalRow], stage1: dict[str, Any] | None,

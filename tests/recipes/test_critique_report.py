@@ -3,7 +3,7 @@ as a paired bootstrap, and the caveat that its CI leaves out training noise."""
 
 from __future__ import annotations
 
-from raysys.recipes.critique import _loop_section
+from raysys.recipes.critique import _loop_section, critic_table
 from raysys.recipes.steps import EvalRow
 
 IDS = [f"p{i}" for i in range(10)]
@@ -56,3 +56,19 @@ def test_kept_refinements_right_by_luck_are_counted_per_iteration() -> None:
     assert "kept on its final answer (and the shortcut barrier)" in text
     assert "`loop.keep: working`" in _loop_section(evals, [crit], ["critique"], keep="working")
     assert "loop.critiques" not in text
+
+
+def test_critic_table_reads_as_percentages_with_what_each_measures() -> None:
+    scores = {"solutions": 400, "step_verdict_acc": 0.601, "first_error_acc": 0.29,
+              "final_verdict_acc": 0.5275, "wrong_recall": 0.459, "wrong_precision": 0.777,
+              "critiques": 400, "wrong": 166, "correct": 197, "unknown": 37, "empty": 0}
+    text = critic_table(scores)
+    assert text.startswith("400 held-out solutions:")
+    rows = dict((c.strip() for c in ln.strip("|").split(" | ")) for ln in text.splitlines()[4:])
+    assert rows == {"step verdicts that match the per-step ground truth": "60.1%",
+                    "solutions whose first wrong step it names exactly (none when right)": "29.0%",
+                    "final verdicts (correct / wrong) that are right": "52.8%",
+                    "wrong solutions it calls wrong (recall)": "45.9%",
+                    "solutions it calls wrong that are wrong (precision)": "77.7%",
+                    "verdicts given (unknown: none parsable)": "wrong 166, correct 197, unknown 37"}
+    assert "empty critiques | 3 |" in critic_table({**scores, "empty": 3})

@@ -4,7 +4,7 @@ paired 95% CI excludes 0; the premise line compares the strong model's few-shot 
 from __future__ import annotations
 
 from raysys.recipes.steps import EvalRow
-from raysys.recipes.w2s_data import direction_section
+from raysys.recipes.w2s_data import data_section, direction_section
 
 IDS = [f"p{i}" for i in range(10)]
 
@@ -47,3 +47,29 @@ def test_premise_holds_when_few_shot_beats_zero_shot_beyond_noise() -> None:
     assert "zero-shot 0.0%, few-shot (strong ICL) 80.0%" in text
     assert "the paper's premise holds" in text and _claims(text) == {}
     assert "not training noise" not in text         # no claim measured, no caveat
+
+
+def test_data_section_one_readable_row_per_data_stage_in_recipe_order() -> None:
+    s1 = {"kept": 50, "questions": 400, "kept_frac": 0.125, "icl_acc": 0.76, "weak_acc": 0.76,
+          "hybrid_acc": 0.76, "icl_label_acc": 0.6061, "weak_label_acc": 0.1425}
+    state = {"stages": {   # state.json's alphabetical order, an iteration-2 relabel, noise
+        "iter_0/stage1_hybrid": {"metrics": s1}, "iter_0/stage1_icl": {"metrics": s1},
+        "iter_0/stage2_pairs": {"metrics": {"pairs": 68, "chosen_acc": 0.8676,
+                                            "branches": {"uncertain": 63, "low_confidence": 266}}},
+        "iter_0/strong_icl": {"metrics": {"accuracy": 0.6055, "graded_problems": 398}},
+        "iter_0/weak_labels": {"metrics": {"accuracy": 0.1425, "graded_problems": 400}},
+        "iter_1/weak_labels": {"metrics": {"accuracy": 0.5, "graded_problems": 400}},
+        "iter_0/eval_strong_icl": {"metrics": {"accuracy": 0.593}},
+        "iter_0/stage2_samples": {"status": "running"}}}
+    rows = [ln.split(" | ") for ln in data_section(state).splitlines()[2:]]
+    assert [r[0].lstrip("| ") for r in rows] == ["iter_0/weak_labels", "iter_0/strong_icl",
+                                                 "iter_0/stage1_hybrid", "iter_0/stage2_pairs",
+                                                 "iter_1/weak_labels"]
+    text = {r[0].lstrip("| "): r[1].rstrip(" |") for r in rows}
+    assert text["iter_0/weak_labels"] == "weak model's answers: 14.2% right (400 questions)"
+    assert text["iter_0/stage1_hybrid"] == (
+        "agreement filter kept 50 of 400 questions (12.5%); the agreed answer is right on 76.0% of "
+        "them (ICL answers on all questions: 60.6%, weak: 14.2%)")
+    # pair rules by count, largest first, underscores as words
+    assert text["iter_0/stage2_pairs"] == ("68 pairs, chosen answer right in 86.8%; questions by "
+                                           "pair rule: low confidence 266, uncertain 63")
