@@ -53,6 +53,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/guided.py
 	$(BIN)/python benchmarks/streaming.py
 	$(BIN)/python benchmarks/numerics.py
+	$(BIN)/python benchmarks/stage_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -337,6 +337,11 @@ class RoleResources:
         return out
 
 
+# The role groups recipes start (``RoleGroups.get``): samplers (generation, evaluation, the
+# critique actor), the critic, LLM2's verifier-guided decoder and its token explorer.
+ROLES = ("sampler", "critic", "decoder", "explorer")
+
+
 @dataclass
 class ClusterConfig:
     address: str | None = None             # None: local Ray (or "auto" when RAY_ADDRESS is set)
@@ -347,14 +352,17 @@ class ClusterConfig:
     batch_size: int = 64                   # Ray Data batch size for sampling
     max_restarts: int = 3                  # sampler actor restarts
     num_cpus: int | None = None            # local Ray only: cap CPUs
-    # How role groups (sampler, critic, guided decoder) share the cluster:
+    # How role groups (ROLES: sampler, critic, decoder, explorer) share the cluster:
     #   alternate: one group alive at a time, all stopped before a training stage (default: fits
     #              the smallest machine; models reload between stages);
-    #   split:     each role has its own replicas, alive at once and through training;
+    #   split:     each role has its own replicas, alive at once and through training where they
+    #              fit beside each other and the training stage (otherwise stopped first, with
+    #              one warning);
     #   colocate:  replica i of every role shares placement bundle i (e.g. actor and critic on
-    #              the same GPUs), alive at once and through training.
+    #              the same GPUs), alive at once and, where the training stage fits, through it.
     placement: Literal["alternate", "split", "colocate"] = "alternate"
-    # Per-role resources; a role not listed uses replicas / cpus_per_replica / gpus_per_replica.
+    # Per-role resources, keyed by a name in ROLES; a role not listed uses replicas /
+    # cpus_per_replica / gpus_per_replica.
     roles: dict[str, RoleResources] = field(default_factory=dict)
     # Seconds the driver waits for the next result of an actor group (sampling, critique,
     # exploration, weight loads) before the stage fails with a StageError naming it: a hung
@@ -365,6 +373,10 @@ class ClusterConfig:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
         RoleResources(self.replicas, self.cpus_per_replica, self.gpus_per_replica).validate(path)
+        for name in self.roles:     # a misspelt role would otherwise be ignored silently
+            if name not in ROLES:
+                raise ConfigError(f"{_join(path, 'roles')}.{name}: unknown role (known: "
+                                  f"{', '.join(ROLES)})")
         if not (math.isfinite(self.stall_timeout_s) and self.stall_timeout_s > 0):
             raise ConfigError(f"{_join(path, 'stall_timeout_s')}: expected a finite number > 0, "
                               f"got {self.stall_timeout_s}")

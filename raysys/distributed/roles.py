@@ -1,4 +1,5 @@
-"""The role groups a recipe uses (sampler, critic, guided decoder), placed by ``cluster.placement``.
+"""The role groups a recipe uses (``config.ROLES``: sampler, critic, decoder, explorer), placed by
+``cluster.placement``.
 
 ``RoleGroups.get(role, actor_cls, model, *args)`` returns the live :class:`ActorGroup` of that
 role, started on first use (so a resumed run whose stages are complete starts nothing). When the
@@ -7,9 +8,10 @@ compatible model, new weights are served in place (a live refresh: an adapter re
 Placement policies (see ``ClusterConfig.placement``):
 
 * ``alternate``: starting one role's group stops the others; :meth:`before_training` stops all;
-* ``split``: each role's group has its own placement group; all stay alive through training;
+* ``split``: each role's group has its own placement group; all stay alive through training
+  where they fit (below);
 * ``colocate``: one shared placement group whose bundle ``i`` holds replica ``i`` of every role
-  in ``cluster.roles`` (its resources are the sum of theirs); all stay alive.
+  in ``cluster.roles`` (its resources are the sum of theirs); all stay alive where training fits.
 
 Under ``split``, a group or training stage that would not fit beside the live groups (e.g. on a
 2-CPU cluster joined by a config written for 8 logical CPUs) gets them stopped first, as under

@@ -134,8 +134,9 @@ class W2SConfig:
     tiny: TinyModels = field(default_factory=TinyModels)
     tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     # A paragraph before every prompt of the task (weak SFT data, weak labels, ICL, stage-I and
-    # stage-II data, evaluation); never in a tiny strong model's pre-training. The tiny demo
-    # uses one so that the strong base model meets a prompt format it was not pre-trained on.
+    # stage-II data, evaluation); never in a tiny strong model's pre-training.
+    # configs/w2s_instruction.yaml (and the quick demo) use one so that the strong base model
+    # meets a prompt format it was not pre-trained on; configs/demo.yaml does not.
     instruction: str | None = None
     weak_sft: WeakSFT = field(default_factory=WeakSFT)
     icl: ICLConfig = field(default_factory=ICLConfig)

@@ -177,6 +177,8 @@ CASES: list[Case] = [
     Case("misc", "run-role-reserves-nothing", ["run", "{cfg}", *W, "--set",
                                                "cluster.roles.critic.cpus_per_replica=0"],
          r"cluster\.roles\.critic\.cpus_per_replica: expected > 0 when gpus_per_replica is 0"),
+    Case("misc", "run-role-unknown", ["run", "{cfg}", *W, "--set", "cluster.roles.guided.replicas=2"],
+         r"cluster\.roles\.guided: unknown role \(known: sampler, critic, decoder, explorer\)"),
     Case("misc", "run-stage2-questions-not-int", ["run", "{cfg}", *W, "--set", "stage2.questions=many"],
          r"stage2\.questions: expected int, got 'many'"),
     Case("nan/inf", "run-stage2-questions-nan", ["run", "{cfg}", *W, "--set", "stage2.questions=nan"],
