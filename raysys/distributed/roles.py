@@ -22,7 +22,7 @@ Under ``split``, a group or training stage that would not fit beside the live gr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,6 +38,53 @@ def missing_resources(need: Mapping[str, float], free: Mapping[str, float]) -> d
     """The part of ``need`` (resource -> amount) that ``free`` cannot cover: resource ->
     amount short; empty when everything fits."""
     return {k: v - free.get(k, 0.0) for k, v in need.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v}
+
+
+def total(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Resource -> amount summed over ``bundles``."""
+    out: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def bundles_fit(bundles: Sequence[Mapping[str, float]], nodes: Sequence[Mapping[str, float]],
+                strategy: str = "PACK") -> bool:
+    """Whether ``bundles`` can be placed on the free resources of ``nodes`` (one mapping per
+    node) as a placement group of ``strategy`` places them: each bundle inside one node;
+    ``STRICT_PACK`` all on one node; ``STRICT_SPREAD`` each on its own node.
+
+    First fit, largest bundle first: exact for one node or equal bundles (every raysys group
+    and Ray Train worker group), a close bound otherwise (bin packing is NP-hard)."""
+    want = [{k: v for k, v in b.items() if v > 0} for b in bundles]
+    if strategy == "STRICT_PACK":
+        want = [total(want)]
+    free = [dict(n) for n in nodes]
+    used: set[int] = set()
+    for b in sorted(want, key=lambda b: (b.get("GPU", 0.0), sum(b.values())), reverse=True):
+        for i, node in enumerate(free):
+            if (strategy == "STRICT_SPREAD" and i in used) or missing_resources(b, node):
+                continue
+            for k, v in b.items():
+                node[k] = node.get(k, 0.0) - v
+            used.add(i)
+            break
+        else:
+            return False
+    return True
+
+
+def free_per_node() -> list[dict[str, float]]:
+    """Each live node's free resources (Ray's developer API; the cluster-wide sum as one node
+    where it is missing, which can only overstate what fits)."""
+    import ray
+
+    try:
+        from ray._private.state import available_resources_per_node
+        return [dict(r) for r in available_resources_per_node().values()]
+    except (ImportError, AttributeError):
+        return [dict(ray.available_resources())]
 
 
 def same_model_family(a: ModelSpec, b: ModelSpec) -> bool:
@@ -93,8 +140,8 @@ class RoleGroups:
         if self.cluster.placement == "alternate":
             self.stop()
         elif self.cluster.placement == "split":
-            self._make_room({k: v * res.replicas for k, v in res.bundle().items()},
-                            f"the {role} group")
+            self._make_room([res.bundle()] * res.replicas, f"the {role} group",
+                            self.cluster.placement_strategy)
         kwargs: dict[str, Any] = {"cluster": self.cluster, "bundle": res.bundle(), "role": role}
         if self.cluster.placement == "colocate":
             kwargs["placement_group"] = self._colocated_pg(role)
@@ -133,14 +180,14 @@ class RoleGroups:
             ray.util.remove_placement_group(self._shared_pg)
             self._shared_pg = None
 
-    def before_training(self, need: Mapping[str, float] | None = None) -> None:
-        """Make room for a training stage whose workers need ``need`` (resource -> total):
-        under ``alternate`` stop every group; otherwise stop them only when ``need`` does not
-        fit in what the cluster has free beside them."""
+    def before_training(self, bundles: Sequence[Mapping[str, float]] | None = None) -> None:
+        """Make room for a training stage whose workers need ``bundles`` (one per worker, placed
+        as Ray Train places them: PACK): under ``alternate`` stop every group; otherwise stop
+        them only when the bundles do not fit on the nodes' free resources beside them."""
         if self.cluster.placement == "alternate":
             self.stop()
-        elif need:
-            self._make_room(need, "a training stage")
+        elif bundles:
+            self._make_room(bundles, "a training stage", "PACK")
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -152,9 +199,9 @@ class RoleGroups:
         finally:
             self._together = False
 
-    def _make_room(self, need: Mapping[str, float], what: str) -> None:
-        """Stop every live group when ``need`` does not fit in the cluster's free resources
-        beside them (one warning per run)."""
+    def _make_room(self, bundles: Sequence[Mapping[str, float]], what: str, strategy: str) -> None:
+        """Stop every live group when ``bundles`` (placed by ``strategy``) do not fit on the
+        nodes' free resources beside them (one warning per run)."""
         if not self._live:
             return
         import time
@@ -164,24 +211,29 @@ class RoleGroups:
         # A stage that just ended may still be releasing its placement group: look again for a
         # moment before stopping groups (not once the cluster is known to be too small).
         deadline = time.monotonic() + (0.0 if self._warned_short else RELEASE_WAIT_S)
-        while (short := missing_resources(need, ray.available_resources())) \
+        while not (fits := bundles_fit(bundles, nodes := free_per_node(), strategy)) \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not short:
+        if fits:
             return
+        need = total(bundles)
+        short = missing_resources(need, total(nodes))
+        lack = (f"{_fmt(short)} short" if short else
+                f"no node has room for its {_fmt(max(bundles, key=lambda b: sum(b.values())))} "
+                f"bundles ({strategy})")
         if self._together:
             from raysys.errors import StageError
 
-            raise StageError(f"cluster: {what} needs {_fmt(need)}, {_fmt(short)} short beside the "
-                             f"live {', '.join(sorted(self._live))} group(s) (cluster: "
+            raise StageError(f"cluster: {what} needs {_fmt(need)}, {lack} beside the live "
+                             f"{', '.join(sorted(self._live))} group(s) (cluster: "
                              f"{_fmt(ray.cluster_resources(), keys=need)}); this step needs its "
                              "roles at once: give the cluster more, or lower cluster.roles / "
                              "cpus_per_replica")
         if not self._warned_short:
-            log.warning("cluster.placement %s: %s needs %s, %s short with the role groups alive "
+            log.warning("cluster.placement %s: %s needs %s, %s with the role groups alive "
                         "(cluster: %s); groups are stopped when the next one does not fit and "
                         "restarted when needed", self.cluster.placement, what, _fmt(need),
-                        _fmt(short), _fmt(ray.cluster_resources(), keys=need))
+                        lack, _fmt(ray.cluster_resources(), keys=need))
             self._warned_short = True
         self.stop()
 

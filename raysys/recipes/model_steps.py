@@ -88,13 +88,13 @@ def train(ctx: StepContext, name: str, kind: str, base: ModelSpec, data: Path,
     adapter). The role groups are stopped first under ``alternate`` placement, or when the
     stage's workers would not fit beside them (:meth:`RoleGroups.before_training`)."""
     from raysys.models.loading import is_adapter_dir
-    from raysys.training.trainer import train as run_train, worker_group_resources
+    from raysys.training.trainer import train as run_train, worker_bundles
 
     def fn(tmp: Path) -> dict[str, Any]:
         tcfg = stage.for_stage(kind=kind, model=base.path, data=str(data), out=str(tmp), name=name,
                                trust_remote_code=base.trust_remote_code)
         if ctx.groups is not None:
-            ctx.groups.before_training(worker_group_resources(tcfg))
+            ctx.groups.before_training(worker_bundles(tcfg))
         work = ctx.rd.path / "ray_train" / name
         shutil.rmtree(work, ignore_errors=True)     # no checkpoints kept: a restart retrains
         # small built sets (few agreeing questions / pairs) must still fill one global batch

@@ -65,13 +65,13 @@ def scaling_config(cfg: TrainConfig) -> Any:
                          resources_per_worker=dict(cfg.resources_per_worker) or None)
 
 
-def worker_group_resources(cfg: TrainConfig) -> dict[str, float]:
-    """What ``cfg``'s worker group reserves in all (resource -> amount), as Ray Train places it."""
+def worker_bundles(cfg: TrainConfig) -> list[dict[str, float]]:
+    """What ``cfg``'s worker group reserves, one bundle (resource -> amount) per worker, as
+    Ray Train places it (a placement group of ``scaling_config(cfg).placement_strategy``, PACK)."""
     sc = scaling_config(cfg)
-    n = cfg.num_workers
-    out = {"CPU": sc.num_cpus_per_worker * n, "GPU": sc.num_gpus_per_worker * n,
-           **{k: v * n for k, v in sc.additional_resources_per_worker.items()}}
-    return {k: float(v) for k, v in out.items() if v}
+    one = {"CPU": sc.num_cpus_per_worker, "GPU": sc.num_gpus_per_worker,
+           **sc.additional_resources_per_worker}
+    return [{k: float(v) for k, v in one.items() if v} for _ in range(cfg.num_workers)]
 
 
 def _start_ray() -> None:

@@ -167,9 +167,9 @@ def test_split_groups_make_room_for_a_training_stage_that_does_not_fit_beside_th
     with caplog.at_level(logging.WARNING, logger="raysys.distributed.roles"), \
             RoleGroups(ClusterConfig(placement="split", cpus_per_replica=1.5)) as groups:
         group = groups.get("sampler", TokenCounter, model, "")
-        groups.before_training({"CPU": 0.5})
+        groups.before_training([{"CPU": 0.5}])
         assert groups.live("sampler") is group
-        groups.before_training({"CPU": 1.0})
+        groups.before_training([{"CPU": 1.0}])
         assert groups.live("sampler") is None
         deadline = time.monotonic() + 30          # the resource view catches up within ~1 s
         while ray.available_resources().get("CPU", 0.0) < 1.0 and time.monotonic() < deadline:
@@ -178,7 +178,7 @@ def test_split_groups_make_room_for_a_training_stage_that_does_not_fit_beside_th
         again = groups.get("sampler", TokenCounter, model, "")
         sampler_count = again.map("count", ["x"], 0)[0]
         assert again is not group and sampler_count[1] == str(tiny_model_dir)
-        groups.before_training({"CPU": 1.0})
+        groups.before_training([{"CPU": 1.0}])
         assert groups.live("sampler") is None
         # a second role's group that does not fit beside the first: the first is stopped
         # (under split it would otherwise wait PLACEMENT_TIMEOUT_S and fail)

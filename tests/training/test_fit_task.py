@@ -78,16 +78,18 @@ def test_a_bad_poll_interval_is_one_error_naming_the_variable(value: str) -> Non
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
-    ({}, {"CPU": 1.0}),                                               # Ray Train's default
-    ({"resources_per_worker": {"CPU": 2}}, {"CPU": 2.0}),             # the demos' long stages
+    ({}, [{"CPU": 1.0}]),                                             # Ray Train's default
+    ({"resources_per_worker": {"CPU": 2}}, [{"CPU": 2.0}]),           # the demos' long stages
     ({"num_workers": 3, "resources_per_worker": {"CPU": 1.5, "mem_slot": 1}},
-     {"CPU": 4.5, "mem_slot": 3.0}),
-    ({"use_gpu": True}, {"GPU": 1.0}),                                # no CPU asked beside a GPU
+     [{"CPU": 1.5, "mem_slot": 1.0}] * 3),
+    ({"use_gpu": True}, [{"GPU": 1.0}]),                              # no CPU asked beside a GPU
     ({"num_workers": 2, "use_gpu": True, "resources_per_worker": {"CPU": 4, "GPU": 0}},
-     {"CPU": 8.0, "GPU": 2.0}),                                       # a zero GPU is Ray's default
+     [{"CPU": 4.0, "GPU": 1.0}] * 2),                                 # a zero GPU is Ray's default
 ])
-def test_worker_group_resources_are_what_ray_train_reserves(fields: dict, expected: dict) -> None:
+def test_worker_bundles_are_what_ray_train_reserves(fields: dict, expected: list) -> None:
     from raysys.training.config import TrainConfig
-    from raysys.training.trainer import worker_group_resources
+    from raysys.training.trainer import scaling_config, worker_bundles
 
-    assert worker_group_resources(TrainConfig(**fields)) == expected
+    cfg = TrainConfig(**fields)
+    assert worker_bundles(cfg) == expected
+    assert scaling_config(cfg).placement_strategy == "PACK"    # what before_training assumes
