@@ -85,13 +85,14 @@ def summarize_samples(samples: pa.Table, k_list: list[int] | tuple[int, ...] = (
     return out
 
 
+def pct(v: float | None) -> str:
+    """A share as a percentage with one decimal (``0.5 -> "50.0%"``), ``n/a`` for None."""
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
 def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
     """A short markdown table of the headline numbers (percentages) and timings."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
-
-    def pct(v: Any) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f}%"
-
     lines.append(f"| problems | {metrics.get('problems', 0)} |")
     lines.append(f"| samples per problem | {metrics.get('n', 0)} |")
     lines.append(f"| accuracy (first sample) | {pct(metrics.get('accuracy'))} |")

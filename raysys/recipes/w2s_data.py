@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from raysys.data.io import read_stage, write_stage
+from raysys.distributed.metrics import pct
 from raysys.errors import StageError
 from raysys.pipeline.stats import TRAINING_NOISE
 from raysys.prompts import response_text
@@ -126,29 +127,25 @@ def data_section(state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
 def _data_line(name: str, m: dict[str, Any]) -> str | None:
     """One data stage's row text (None: it recorded no metrics). The three stage-I sets share
     one filter and its metrics, so only the ``hybrid`` one gets a row."""
     if not m:
         return None
     if name == "weak_labels":
-        return f"weak model's answers: {_pct(m.get('accuracy'))} right ({m.get('graded_problems', '?')} questions)"
+        return f"weak model's answers: {pct(m.get('accuracy'))} right ({m.get('graded_problems', '?')} questions)"
     if name == "strong_icl":
-        return (f"strong model's few-shot (ICL) answers: {_pct(m.get('accuracy'))} right "
+        return (f"strong model's few-shot (ICL) answers: {pct(m.get('accuracy'))} right "
                 f"({m.get('graded_problems', '?')} questions)")
     if name == "stage1_hybrid":
         return (f"agreement filter kept {m.get('kept', '?')} of {m.get('questions', '?')} questions "
-                f"({_pct(m.get('kept_frac'))}); the agreed answer is right on {_pct(m.get('icl_acc'))} "
-                f"of them (ICL answers on all questions: {_pct(m.get('icl_label_acc'))}, weak: "
-                f"{_pct(m.get('weak_label_acc'))})")
+                f"({pct(m.get('kept_frac'))}); the agreed answer is right on {pct(m.get('icl_acc'))} "
+                f"of them (ICL answers on all questions: {pct(m.get('icl_label_acc'))}, weak: "
+                f"{pct(m.get('weak_label_acc'))})")
     if name == "stage2_pairs":
         branches = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
                              sorted((m.get("branches") or {}).items(), key=lambda kv: (-kv[1], kv[0])))
-        return (f"{m.get('pairs', '?')} pairs, chosen answer right in {_pct(m.get('chosen_acc'))}"
+        return (f"{m.get('pairs', '?')} pairs, chosen answer right in {pct(m.get('chosen_acc'))}"
                 + (f"; questions by pair rule: {branches}" if branches else ""))
     return None
 
