@@ -368,6 +368,13 @@ class ClusterConfig:
     # exploration, weight loads) before the stage fails with a StageError naming it: a hung
     # replica or collective surfaces instead of stalling the run forever.
     stall_timeout_s: float = 1800.0
+    # Where the run's files live for the other nodes (raysys.distributed.run_store):
+    #   auto:   a probe task on every node reads a token written in the run dir; if all see it
+    #           (one node, NFS/EFS), nodes use paths; if not, models, outputs and checkpoints
+    #           travel through Ray (a store actor on the driver's node, a cache on each node);
+    #   shared: the same probe must pass, else one error names the nodes that do not see it;
+    #   ray:    through Ray even when the disk is shared.
+    storage: Literal["auto", "shared", "ray"] = "auto"
 
     def validate(self, path: str) -> None:
         if self.replicas < 1:
@@ -386,3 +393,56 @@ class ClusterConfig:
         if name in self.roles:
             return self.roles[name]
         return RoleResources(self.replicas, self.cpus_per_replica, self.gpus_per_replica)
+
+
+# --------------------------------------------------------------------------------------------
+# The inputs a config names (so its outputs can be checked against them before any work)
+# --------------------------------------------------------------------------------------------
+
+# Fields of any section that name a local file or directory the run reads. ``model`` / ``data``
+# are TrainConfig's (set by ``raysys train``; a recipe stage fills them itself); the rest are
+# the recipes' precomputed inputs (weak labels, LLM2 pairs and verifier, critique seed file) and
+# eval's demos. A new input field must be added here for its outputs to be checked against it.
+INPUT_FIELDS = ("model", "data", "adapter", "verifier", "demos", "weak_outputs", "pairs_file",
+                "seed_file", "corpus")
+
+
+def _local_model(path: str) -> bool:
+    """A ModelSpec/TrainConfig model value that is a local path: not the ``tiny`` sentinel and
+    not a hub id (``owner/name``, fetched into the HF cache), as ``models.loading`` decides."""
+    if path == "tiny":
+        return False
+    return path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
+
+
+def config_inputs(cfg: Any, key: str = "") -> dict[str, str]:
+    """Every local file or directory a validated config reads, as ``{key path: path}``: model
+    dirs and adapters (``ModelSpec``), dataset files and dirs (``DatasetSpec``, not ``hf://``),
+    and the fields in :data:`INPUT_FIELDS` of any section. Walks nested dataclasses, dicts and
+    lists, like ``models.loading.check_config_models``. Outputs (``run_dir``, ``tiny_cache``,
+    ``out``) are not inputs."""
+    found: dict[str, str] = {}
+    if isinstance(cfg, ModelSpec):
+        if _local_model(cfg.path):
+            found[_join(key, "path")] = cfg.path
+        if cfg.adapter:
+            found[_join(key, "adapter")] = cfg.adapter
+    elif isinstance(cfg, DatasetSpec):
+        if cfg.path and "://" not in cfg.path:
+            found[_join(key, "path")] = cfg.path
+    elif dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if isinstance(value, str):
+                if f.name in INPUT_FIELDS and value and (f.name != "model" or _local_model(value)):
+                    found[_join(key, f.name)] = value
+            else:
+                found.update(config_inputs(value, _join(key, f.name)))
+    elif isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if not isinstance(v, (str, int, float, bool)) and v is not None:
+                found.update(config_inputs(v, _join(key, str(k))))
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            found.update(config_inputs(v, f"{key}[{i}]"))
+    return found

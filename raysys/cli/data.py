@@ -50,10 +50,14 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
             fields: tuple[str, ...], options: tuple[str, ...]) -> None:
     """Load dataset NAME (gsm8k, math, math500, w2s, olympiad, jsonl, synthetic) as problems."""
     from raysys.config import DatasetSpec, from_dict
-    from raysys.data.io import atomic_write_jsonl, atomic_write_parquet, write_stage
+    from raysys.data.io import (atomic_write_jsonl, atomic_write_parquet, check_not_an_input,
+                                replace_dir_atomic, write_stage)
     from raysys.data.sources import check_name, load_problems
 
     check_name(name)  # before the spec's own checks, which would complain about the path first
+    if input_path is not None and "://" not in input_path:     # hf:// is fetched, never written
+        # --out equal to --input overwrote the raw file; a stage dir around it deleted it
+        check_not_an_input(out_path, {"--input": input_path}, "--out")
     check_prepare_out(out_path)
     raw: dict[str, Any] = {"name": name, "fields": _pairs(fields, "--field"),
                            "options": _pairs(options, "--option")}
@@ -69,7 +73,9 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
     elif out.suffix == ".jsonl":
         atomic_write_jsonl(out, table.to_pylist())
     else:
-        write_stage(out, table, "problems", extra={"dataset": name, "input": input_path})
+        # built beside --out and renamed into place: a failure keeps the old stage whole
+        replace_dir_atomic(lambda tmp: write_stage(tmp, table, "problems", extra={
+            "dataset": name, "input": input_path}), out)
     click.echo(f"wrote {table.num_rows} problems ({name}) to {out}")
 
 

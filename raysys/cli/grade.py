@@ -13,10 +13,13 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
     only after every row was read and checked). Returns ``(correct, total)``."""
     import math
 
-    from raysys.data.io import DataError, atomic_write_jsonl, check_output_file, read_records
+    from raysys.data.io import (DataError, atomic_write_jsonl, check_not_an_input,
+                                check_output_file, read_records)
     from raysys.grading import grade_many
 
-    check_output_file(out_path, "--out")        # before reading or grading anything
+    # before reading or grading anything; --out over IN.jsonl would replace the predictions
+    check_not_an_input(out_path, {"IN.jsonl": in_path}, "--out")
+    check_output_file(out_path, "--out")
     records = read_records(in_path)
     for lineno, row in records:
         for field in ("pred", "gold"):

@@ -106,18 +106,42 @@ def _options(fn: Callable) -> Callable:
     return fn
 
 
-def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, Any]]:
-    import ray
+# Each input key of an EvalConfig -> (its flag, the click option's name): errors name the flag
+# when the user set the input with it, else the config key (from --config / --set).
+INPUT_FLAGS = {"model.path": ("--model", "model"), "model.adapter": ("--adapter", "adapter"),
+               "data.path": ("--data", "data"), "demos": ("--demos", "demos"),
+               "engine.verifier": ("--verifier", "verifier")}
 
+
+def check_eval_outputs(cfg: Any, opts: dict[str, Any], config_path: str | None) -> None:
+    """``out`` (its samples/ parts replaced, metrics files rewritten) may not be, contain or
+    lie inside the model, adapter, data, demos, verifier or config file it reads."""
+    from raysys.config import ConfigError, config_inputs
+    from raysys.data.io import check_not_an_input
+
+    def name(key: str) -> str:
+        flag, opt = INPUT_FLAGS.get(key, (key, None))
+        return flag if opt and opts.get(opt) else key
+
+    inputs: dict[str, str | None] = {name(k): v for k, v in config_inputs(cfg).items()}
+    inputs["--config"] = config_path
+    check_not_an_input(cfg.out, inputs, "--out" if opts.get("out") else "out", error=ConfigError)
+
+
+def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, Any]]:
     from raysys.distributed.evaluate import prepare_eval, run_eval
 
-    cfg = build_config(opts.pop("config_path"), opts, opts.pop("overrides"))
+    config_path = opts.pop("config_path")
+    cfg = build_config(config_path, opts, opts.pop("overrides"))
+    check_eval_outputs(cfg, opts, config_path)     # before any loading, Ray or torch
     prepared = prepare_eval(cfg)            # every input check, before Ray
     from raysys.data.io import check_output_dir
     from raysys.distributed.ray_init import check_ray_address
     check_output_dir(cfg.out, "out", ("samples", "metrics.json", "metrics.md"))
     check_ray_address(cfg.cluster.address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import ray
+
     owns_ray = not ray.is_initialized()
     try:
         return cfg, run_eval(prepared, with_metrics=with_metrics)

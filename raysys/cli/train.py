@@ -42,7 +42,15 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
         raw = deep_merge(raw, {"lora": lora})
     raw = deep_merge(raw, parse_overrides(overrides))
     require_run_fields(raw)
+    given = {"model": model, "data": data, "out": out}
+    keys = {name: f"--{name}" if given[name] is not None else name for name in given}
+    inputs = {keys["model"]: raw["model"], keys["data"]: raw["data"], "--config": config_path}
+    check_train_outputs(raw["out"], run_dir, inputs, out_key=keys["out"])
     cfg = from_dict(TrainConfig, raw)
+    # Ray Train's storage: --run-dir, or <out>/../ray_train, which a model dir may sit beside
+    from raysys.training.trainer import resolve_work_dir
+    check_train_outputs(None, str(resolve_work_dir(cfg, run_dir)), inputs,
+                        run_dir_key="--run-dir" if run_dir else "--run-dir (default: <out>/../ray_train)")
 
     from raysys.training.trainer import train as run_train
 
@@ -50,3 +58,15 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
     status = "done" if result.completed else "halted (rerun to resume)"
     click.echo(f"{status}: {result.out}")
     click.echo(json.dumps({k: v for k, v in result.metrics.items() if v is not None}))
+
+
+def check_train_outputs(out: str | None, run_dir: str | None, inputs: dict[str, str | None], *,
+                        out_key: str = "--out", run_dir_key: str = "--run-dir") -> None:
+    """Before torch or Ray: the output model dir (renamed into place over any old one, so an
+    ``--out`` equal to or above ``--model`` deleted the model's weights) and Ray Train's
+    storage dir are neither inputs nor inside or around one."""
+    from raysys.config import ConfigError
+    from raysys.data.io import check_not_an_input
+
+    check_not_an_input(out, inputs, out_key, error=ConfigError)
+    check_not_an_input(run_dir, inputs, run_dir_key, error=ConfigError)

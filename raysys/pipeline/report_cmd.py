@@ -105,6 +105,30 @@ def render_run_report(result: Mapping[str, Any], state: Mapping[str, Any],
                          differences=diffs or None)
 
 
+def report_outputs(run_dir: Path, method: str, *, figures: bool = True) -> dict[str, Path]:
+    """What :func:`regenerate` writes, by name: report.md and the method's figure and sidecar."""
+    outs = {"report.md": run_dir / "report.md"}
+    if figures:
+        for suffix in (".png", ".json"):
+            outs[f"{FIGURES_DIR}/{method}{suffix}"] = run_dir / FIGURES_DIR / f"{method}{suffix}"
+    return outs
+
+
+def check_report_outputs(run_dir: Path, method: str, *, figures: bool = True) -> None:
+    """Before anything is written: ``method`` (from result.json, used as a file name) is a
+    plain name, and no output resolves to result.json or state.json (a ``figures`` symlink to
+    the run dir with method ``result`` would rewrite result.json in place with the sidecar,
+    a ``report.md`` symlink to it would be replaced)."""
+    from raysys.data.io import check_not_an_input
+
+    if method in (".", "..") or any(c in method for c in "/\\\0"):
+        raise DataError(f"{run_dir / RESULT_FILE}: method {method!r}: expected a plain name "
+                        "(w2s, llm2 or critique); it names the figure file")
+    inputs = {RESULT_FILE: run_dir / RESULT_FILE, "state.json": run_dir / "state.json"}
+    for key, out in report_outputs(run_dir, method, figures=figures).items():
+        check_not_an_input(out, inputs, key)
+
+
 def regenerate(run_dir: str | Path, *, figures: bool = True) -> ReportFiles:
     """Rewrite ``RUN_DIR/report.md`` and (unless ``figures=False``) ``RUN_DIR/figures/<method>.png``
     with its sidecar JSON, from ``result.json`` and ``state.json``."""
@@ -114,6 +138,7 @@ def regenerate(run_dir: str | Path, *, figures: bool = True) -> ReportFiles:
     run_dir = Path(run_dir)
     result = load_result(run_dir)
     state = load_state(run_dir)
+    check_report_outputs(run_dir, str(result["method"]), figures=figures and bool(result["evals"]))
     pngs: list[Path] = []
     if figures and result["evals"]:
         from raysys.pipeline.figures import write_method_figure

@@ -127,7 +127,10 @@ class TrainConfig:
             from raysys.models.loading import check_model_dir   # config.json, weight headers
             check_model_dir(self.model, self.trust_remote_code, key("model"))
         if self.out is not None:
-            from raysys.data.io import check_output_dir
+            from raysys.data.io import check_not_an_input, check_output_dir
+            # the out dir is renamed into place over any old one: never the model or data
+            check_not_an_input(self.out, {key("model"): self.model, key("data"): self.data},
+                               key("out"), error=ConfigError)
             check_output_dir(self.out, key("out"), ("config.json", "adapter_config.json"))
         if self.data is not None and not Path(self.data).expanduser().exists():
             raise ConfigError(f"{key('data')}: file or directory not found: {self.data}")

@@ -73,6 +73,20 @@ def _garbage_weights(d: Path) -> None:
     (d / "model.safetensors").write_bytes(BINARY)
 
 
+def _symlink(target: str) -> Callable[[Path, Path], None]:
+    """A symlink to ``target`` (relative to the link's dir; it may not exist yet)."""
+    def build(path: Path, model: Path) -> None:
+        path.symlink_to(target)
+    return build
+
+
+def _hardlink(target: str) -> Callable[[Path, Path], None]:
+    """A hard link to ``target`` (relative to the link's dir; written before this entry)."""
+    def build(path: Path, model: Path) -> None:
+        path.hardlink_to(path.parent / target)
+    return build
+
+
 DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
 ONLY_CONFIG = _model_copy(keep=("config.json",))
 ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
@@ -156,6 +170,95 @@ CASES: list[Case] = [
     Case("outputs", "train-out-under-file", ["train", "--kind", "sft", "--model", "{model}", "--data", "s.jsonl",
                                              "--out", "f/m"], r"out: cannot create .*f is a file",
          {"s.jsonl": SFT_OK, "f": "x"}),
+    # -- an output that is, contains or lies inside one of the inputs --------------------------
+    # (a copy of the model, never the session's: a regression here would delete its weights)
+    Case("output-is-input", "train-out-is-model", ["train", "--kind", "sft", "--model", "mc", "--data", "s.jsonl",
+                                                   "--out", "mc"],
+         r"--out: mc \(.*/mc\) is the same directory as --model \(.*/mc\); an output may never be, contain "
+         r"or lie inside an input.*choose another --out", {"mc": _model_copy(), "s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-out-inside-model", ["train", "--kind", "sft", "--model", "mc", "--data",
+                                                       "s.jsonl", "--out", "mc/adapter"],
+         r"--out: mc/adapter .*lies inside --model", {"mc": _model_copy(), "s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-out-symlink-to-model", ["train", "--kind", "sft", "--model", "mc", "--data",
+                                                           "s.jsonl", "--out", "link"],
+         r"--out: link \(.*/mc\) is the same directory as --model",
+         {"mc": _model_copy(), "s.jsonl": SFT_OK, "link": _symlink("mc")}),
+    Case("output-is-input", "train-out-dotdot-model", ["train", "--kind", "sft", "--model", "mc", "--data",
+                                                       "s.jsonl", "--out", "x/../mc"],
+         r"--out: x/\.\./mc .*is the same directory as --model", {"mc": _model_copy(), "s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-out-contains-data", ["train", "--kind", "sft", "--model", "{model}", "--data",
+                                                        "d/s.jsonl", "--out", "d"],
+         r"--out: d .*is a directory that contains --data \(.*d/s\.jsonl\)", {"d/s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-run-dir-is-model", ["train", "--kind", "sft", "--model", "mc", "--data",
+                                                       "s.jsonl", "--out", "o", "--run-dir", "mc"],
+         r"--run-dir: mc .*is the same directory as --model", {"mc": _model_copy(), "s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-default-ray-train-dir-is-model", ["train", "--kind", "sft", "--model",
+                                                                     "ray_train", "--data", "s.jsonl", "--out", "o"],
+         r"--run-dir \(default: <out>/\.\./ray_train\): .*/ray_train is the same directory as --model",
+         {"ray_train": _model_copy(), "s.jsonl": SFT_OK}),
+    Case("output-is-input", "train-config-out-is-model", ["train", "--config", "t.yaml"],
+         r"^error: out: \./mc/ \(.*/mc\) is the same directory as model \(.*writing it would overwrite "
+         r"the input", {"mc": _model_copy(), "s.jsonl": SFT_OK,
+                                                                  "t.yaml": "kind: sft\nmodel: mc\ndata: s.jsonl\n"
+                                                                            "out: ./mc/\n"}),
+    Case("output-is-input", "prepare-out-is-input", ["data", "prepare", "gsm8k", "--input", "g.jsonl", "--out",
+                                                     "g.jsonl"],
+         r"--out: g\.jsonl .*is the same file as --input", {"g.jsonl": GSM8K_OK}),
+    Case("output-is-input", "prepare-out-symlink-to-input", ["data", "prepare", "gsm8k", "--input", "g.jsonl",
+                                                             "--out", "l.jsonl"],
+         r"--out: l\.jsonl \(.*/g\.jsonl\) is the same file as --input",
+         {"g.jsonl": GSM8K_OK, "l.jsonl": _symlink("g.jsonl")}),
+    Case("output-is-input", "prepare-out-under-symlinked-dir", ["data", "prepare", "jsonl", "--input", "d",
+                                                                "--out", "dl/new.parquet"],
+         r"--out: dl/new\.parquet \(.*/d/new\.parquet\) lies inside --input",
+         {"d/p.jsonl": '{"question": "q", "gold_answer": "1"}\n', "dl": _symlink("d")}),
+    Case("output-is-input", "prepare-stage-out-is-input-stage", ["data", "prepare", "jsonl", "--input", "st",
+                                                                 "--out", "st"],
+         r"--out: st .*is the same directory as --input",
+         {"st/part-00000.parquet": _parquet([{"question": "q", "gold_answer": "1"}])}),
+    Case("output-is-input", "prepare-stage-out-is-parent-of-input", ["data", "prepare", "jsonl", "--input",
+                                                                     "st/part-00000.parquet", "--out", "st"],
+         r"--out: st .*is a directory that contains --input",
+         {"st/part-00000.parquet": _parquet([{"question": "q", "gold_answer": "1"}])}),
+    Case("output-is-input", "grade-out-is-input", ["grade", "in.jsonl", "--out", "./in.jsonl"],
+         r"--out: \./in\.jsonl .*is the same file as IN\.jsonl", {"in.jsonl": GRADE_OK}),
+    Case("output-is-input", "grade-out-hard-link-to-input", ["grade", "in.jsonl", "--out", "h.jsonl"],
+         r"--out: h\.jsonl .*is the same file as IN\.jsonl", {"in.jsonl": GRADE_OK, "h.jsonl": _hardlink("in.jsonl")}),
+    Case("output-is-input", "eval-out-contains-data", ["eval", "--model", "{model}", "--data", "gsm8k:o/t.jsonl",
+                                                       "--out", "o"],
+         r"--out: o .*is a directory that contains --data \(.*o/t\.jsonl\)", {"o/t.jsonl": GSM8K_OK}),
+    Case("output-is-input", "eval-out-is-data-file", ["eval", "--model", "{model}", "--data", "gsm8k:t.jsonl",
+                                                      "--out", "t.jsonl"],
+         r"--out: t\.jsonl .*is the same file as --data", {"t.jsonl": GSM8K_OK}),
+    Case("output-is-input", "sample-out-inside-model", ["sample", "--model", "mc", "--data", "gsm8k:t.jsonl",
+                                                        "--out", "mc/samples"],
+         r"--out: mc/samples .*lies inside --model", {"mc": _model_copy(), "t.jsonl": GSM8K_OK}),
+    Case("output-is-input", "run-dir-inside-model", ["run", "{cfg}", "--run-dir", "mc/run", "--set",
+                                                     "models.weak.path=./mc"],
+         r"run_dir: mc/run \(.*\) lies inside models\.weak\.path \(.*/mc\); .*writing into it would "
+         r"change the input", {"mc": _model_copy()}),
+    Case("output-is-input", "run-dir-replaces-weak-labels-dir", ["run", "{cfg}", "--run-dir", "d", "--set",
+                                                                 "data.weak_outputs=d/w.jsonl"],
+         r"run_dir: d \(.*\) is a directory that contains data\.weak_outputs \(.*d/w\.jsonl\); .*replacing "
+         r"it would delete the input",
+         {"d/w.jsonl": '{"id": "1", "prompt": "q", "response": "a"}\n'}),
+    Case("output-is-input", "run-tiny-cache-is-model", ["run", "{cfg}", *W, "--set", "tiny_cache=mc",
+                                                        "--set", "models.weak.path=./mc"],
+         r"tiny_cache: mc .*is the same directory as models\.weak\.path", {"mc": _model_copy()}),
+    Case("output-is-input", "run-dir-contains-its-config", ["run", "c/my.yaml", "--run-dir", "c"],
+         r"run_dir: c \(.*\) is a directory that contains CONFIG \(.*c/my\.yaml\)",
+         {"c/my.yaml": lambda path, model: path.write_text(DEMO_CFG.read_text())}),
+    Case("output-is-input", "demo-run-dir-inside-model", ["demo", "--quick", "--run-dir", "mc/demo", "--set",
+                                                          "models.weak.path=./mc"],
+         r"run_dir: mc/demo \(.*\) lies inside models\.weak\.path", {"mc": _model_copy()}),
+    Case("output-is-input", "report-figure-sidecar-over-result", ["report", "r"],
+         r"figures/result\.json: .* is the same file as result\.json",
+         {"r/result.json": json.dumps({"method": "result", "evals": [{"model": "a", "correct": 1, "n": 2}]}),
+          "r/state.json": "{}", "r/figures": _symlink(".")}),
+    Case("output-is-input", "report-md-symlink-to-result", ["report", "r", "--no-figures"],
+         r"report\.md: .* is the same file as result\.json",
+         {"r/result.json": json.dumps({"method": "w2s", "evals": [{"model": "a", "correct": 1, "n": 2}]}),
+          "r/state.json": "{}", "r/report.md": _symlink("result.json")}),
     # -- NaN and inf --------------------------------------------------------------------------
     Case("nan/inf", "config-lr-nan", ["config", "show", "{cfg}", "--set", "weak_sft.train.lr=nan"],
          r"weak_sft\.train\.lr: expected a finite float, got 'nan'"),

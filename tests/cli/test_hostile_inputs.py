@@ -46,10 +46,26 @@ def _setup(case: Case, root: Path, model: Path) -> list[str]:
     return [a.format(**values) for a in case.argv]
 
 
-def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root`` with its size and mtime: equal before and after = nothing written."""
-    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
+def _tree(root: Path) -> dict[str, tuple[str, int, int, str]]:
+    """Every path under ``root`` (symlinks not followed, so a link into the input or a loop is
+    one entry) with its kind, size, mtime and content: a file's sha256, a link's target. Equal
+    before and after = nothing written, and every input file has its exact bytes (a rewrite
+    with the same size inside one mtime tick would pass a size + mtime comparison)."""
+    import hashlib
+
+    out: dict[str, tuple[str, int, int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):          # followlinks=False
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            st = p.lstat()
+            if p.is_symlink():
+                entry = ("link", 0, st.st_mtime_ns, os.readlink(p))
+            elif p.is_dir():
+                entry = ("dir", -1, st.st_mtime_ns, "")
+            else:
+                entry = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            out[str(p.relative_to(root))] = entry
+    return out
 
 
 def _check_one_line(stderr: str, pattern: str) -> str:
@@ -101,6 +117,7 @@ def test_table_covers_every_category_with_40_plus_cases() -> None:
         by_cat[c.category] = by_cat.get(c.category, 0) + 1
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {"not text", "outputs", "nan/inf", "model dirs", "run state", "misc"} <= set(by_cat)
+    assert by_cat.get("output-is-input", 0) >= 8
 
 
 @pytest.mark.parametrize("case_id", ["train-binary-data", "run-unreachable-address", "status-state-binary"])
