@@ -180,10 +180,12 @@ class SamplerActor(RoleActor):
     """Holds one engine (HF, vLLM, guided: whatever ``make_engine`` builds)."""
 
     def __init__(self, model: ModelSpec, engine: EngineConfig) -> None:
+        from raysys.distributed.artifacts import localize_model
         from raysys.engines import make_engine
 
         super().__init__(model)
-        self._engine = make_engine(model, engine)
+        # This node's copies of the driver's model / adapter / verifier dirs (no shared disk).
+        self._engine = make_engine(localize_model(model), localize_model(engine))
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         return self._engine.generate(prompts, params)
@@ -195,7 +197,9 @@ class SamplerActor(RoleActor):
         return self._engine.rerank_scores([p for p, _ in items], [c for _, c in items])
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
-        self._engine.load_weights(model_path, adapter)
+        from raysys.distributed.artifacts import localize
+
+        self._engine.load_weights(localize(model_path), localize(adapter))
         super().load_weights(model_path, adapter)
 
     @staticmethod

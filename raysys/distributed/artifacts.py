@@ -62,6 +62,12 @@ def _fetch_file(h: Any, src: str, dst: Path, size: int) -> None:
         raise OSError(f"{src}: fetched {dst.stat().st_size} of {size} bytes")
 
 
+def through_store() -> bool:
+    """Whether this process reaches the driver's files through the store (another node, or
+    copies forced), rather than in place."""
+    return _remote_store() is not None
+
+
 def localize(path: str | None) -> str | None:
     """A path on this node with the content ``path`` has on the driver's node.
 
@@ -119,16 +125,17 @@ def push_dir(local_dir: str | Path, dest: str | Path) -> None:
     """Send ``local_dir`` to ``dest`` on the driver's node; ``dest`` appears (replaced) only
     when every file arrived. Without a store (or on the driver's node): a local rename."""
     local_dir, dest = Path(local_dir), Path(dest)
+    tmp = dest.parent / f".{dest.name}.incoming-{uuid.uuid4().hex[:8]}"
     h = _remote_store()
     if h is None:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(local_dir), str(tmp))       # a copy when /tmp is another filesystem
         if dest.is_dir():
             shutil.rmtree(dest)
-        shutil.move(str(local_dir), str(dest))
+        os.replace(tmp, dest)
         return
     import ray
 
-    tmp = dest.parent / f".{dest.name}.incoming-{uuid.uuid4().hex[:8]}"
     try:
         for rel, size in list_files(local_dir):
             with (local_dir / rel).open("rb") as f:

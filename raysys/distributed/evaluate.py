@@ -132,8 +132,15 @@ def run_eval(prepared: PreparedEval, *, with_metrics: bool = True) -> dict[str, 
     from raysys.distributed.metrics import metrics_markdown, summarize_samples
     from raysys.distributed.sampling import load_samples, sample_problems
 
+    from raysys.config import config_inputs
+    from raysys.distributed.ray_init import init_ray
+    from raysys.distributed.storage import use_storage
+
     cfg = prepared.cfg
     out = Path(cfg.out)
+    init_ray(cfg.cluster)
+    # The model / adapter / verifier reach replicas on nodes without the driver's disk.
+    use_storage(cfg.cluster.storage, out, list(config_inputs(cfg).values()))
     manifest = sample_problems(
         prepared.problems, model=cfg.model, engine=cfg.engine, sampling=cfg.sampling,
         cluster=cfg.cluster, out_dir=out / SAMPLES_DIR, prompt_template=cfg.template,

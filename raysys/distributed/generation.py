@@ -178,9 +178,10 @@ class GenerationUDF:
                  spec: GenerationSpec) -> None:
         import ray
 
+        from raysys.distributed.artifacts import localize_model
         from raysys.engines import make_engine
 
-        self.engine = make_engine(model, engine)
+        self.engine = make_engine(localize_model(model), localize_model(engine))
         self.params = params
         self.spec = spec
         self.node_id = ray.get_runtime_context().get_node_id()

@@ -172,20 +172,24 @@ class RunStore:
 
 
 def start_store(roots: Iterable[str | Path]) -> Any:
-    """Start (or reuse) this driver's :class:`RunStore` on its own node, serving ``roots``."""
+    """Start this driver's :class:`RunStore` on its own node serving ``roots``, or add ``roots``
+    to the one it runs."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     roots = [str(Path(r).expanduser().resolve()) for r in roots]
+    cluster = ray.get_runtime_context().gcs_address
+    if _owned and _owned[1] == cluster:
+        ray.get(_owned[0].add_roots.remote(roots))
+        return _owned[0]
     node = ray.get_runtime_context().get_node_id()
     handle = ray.remote(RunStore).options(
-        name=STORE_NAME, get_if_exists=True, num_cpus=0, max_concurrency=16, max_restarts=-1,
+        name=STORE_NAME, num_cpus=0, max_concurrency=16, max_restarts=-1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
     ).remote(roots)
-    ray.get(handle.add_roots.remote(roots))
-    _handles.clear()
-    # A non-detached actor dies with its last handle: the driver keeps this one for the run.
-    _owned[:] = [handle]
+    ray.get(handle.node_id.remote())
+    # A non-detached actor dies with its creator's handle: the driver keeps it for the run.
+    _owned[:] = [handle, cluster]
     return handle
 
 
@@ -193,15 +197,14 @@ def stop_store() -> None:
     """Stop this driver's store (a later run on the same driver starts a new one)."""
     import ray
 
-    h = store()
-    if h is not None:
-        ray.kill(h)
+    if _owned:
+        ray.kill(_owned[0])
     _handles.clear()
     _owned.clear()
 
 
 _handles: dict[str, str] = {}           # store actor id -> its node id
-_owned: list[Any] = []
+_owned: list[Any] = []                  # [the store's creating handle, its cluster]
 
 
 def _store_and_node() -> tuple[Any, str] | None:

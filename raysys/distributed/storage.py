@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from raysys.distributed.run_store import list_files, start_store, store
 
@@ -82,7 +80,9 @@ def use_storage(mode: str, run_dir: str | Path, inputs: Iterable[str | Path] = (
     from raysys.errors import ConfigError
 
     run_dir = Path(run_dir).expanduser().resolve()
-    inputs = [Path(i).expanduser().resolve() for i in inputs if i and Path(i).expanduser().exists()]
+    # Inputs inside the run dir travel with it (and change as the run writes there).
+    inputs = [p for p in (Path(i).expanduser().resolve() for i in inputs if i)
+              if p.exists() and p != run_dir and run_dir not in p.parents]
     roots = [run_dir, *inputs]
     key = ray.get_runtime_context().gcs_address
     if key in _decided and (_decided[key] == "shared" or store() is not None):
@@ -106,23 +106,3 @@ def use_storage(mode: str, run_dir: str | Path, inputs: Iterable[str | Path] = (
     start_store(roots)
     _decided[key] = "ray"
     return "ray"
-
-
-def config_paths(obj: Any) -> list[str]:
-    """Every string in a config mapping (nested) that names an existing local path: the inputs
-    a run may hand to another node (models, adapters, verifiers, data files)."""
-    found: list[str] = []
-
-    def walk(x: Any) -> None:
-        if isinstance(x, dict):
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v)
-        elif isinstance(x, str) and ("/" in x or x.startswith("~")) and len(x) < 4096:
-            with contextlib.suppress(OSError, ValueError):
-                if Path(x).expanduser().exists():
-                    found.append(x)
-    walk(obj)
-    return found

@@ -18,10 +18,12 @@ class ExplorerActor(RoleActor):
 
     def __init__(self, model: ModelSpec, expert: ModelSpec | None, cfg: ExploreConfig,
                  template: str = "chat") -> None:
+        from raysys.distributed.artifacts import localize_model
         from raysys.llm2.explorer import TokenExplorer
 
         super().__init__(model)
-        self.explorer = TokenExplorer(model, expert, cfg, template=template)
+        self.explorer = TokenExplorer(localize_model(model), localize_model(expert), cfg,
+                                      template=template)
 
     def explore(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One ``token_pairs`` row per input row (empty ``samples`` when no position had a

@@ -104,7 +104,8 @@ def train(ctx: StepContext, name: str, kind: str, base: ModelSpec, data: Path,
             log.warning("%s: %d rows; micro_batch_size %d -> %d", name, rows, tcfg.micro_batch_size,
                         per_batch)
             tcfg.micro_batch_size = per_batch
-        result = run_train(tcfg, run_dir=work, stall_timeout_s=ctx.cluster.stall_timeout_s)
+        result = run_train(tcfg, run_dir=work, stall_timeout_s=ctx.cluster.stall_timeout_s,
+                           storage=ctx.cluster.storage)
         if not result.completed:
             raise StageError(f"{name}: training stopped before the end (metrics {result.metrics})")
         if Path(result.out) != tmp.resolve():

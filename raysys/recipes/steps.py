@@ -15,7 +15,7 @@ default sampling), never a recipe's config:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,12 +99,19 @@ class RecipeResult:
 
 
 def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
-                 greedy: SamplingConfig, seed: int, tiny_cache: str | None = None) -> StepContext:
-    """Start (or join) Ray for the run and make the role groups; close with :func:`close_context`."""
+                 greedy: SamplingConfig, seed: int, tiny_cache: str | None = None,
+                 inputs: Sequence[str] = ()) -> StepContext:
+    """Start (or join) Ray for the run and make the role groups; close with :func:`close_context`.
+
+    ``inputs`` (the local paths the config names) and the run dir are what other nodes may need:
+    before any work, :func:`~raysys.distributed.storage.use_storage` checks that every node sees
+    them, or serves them through Ray (``cluster.storage``)."""
     from raysys.distributed.ray_init import init_ray
     from raysys.distributed.roles import RoleGroups
+    from raysys.distributed.storage import use_storage
 
     init_ray(cluster)
+    use_storage(cluster.storage, rd.path, [*inputs, *([tiny_cache] if tiny_cache else [])])
     return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster),
                        Path(tiny_cache).expanduser() if tiny_cache else None)
 
@@ -116,9 +123,12 @@ def run_recipe(cfg: Any, body: Callable[[Any, StepContext], RecipeResult], *,
     close it."""
     from raysys.config import to_dict
 
+    from raysys.config import config_inputs
+
     rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
     ctx = open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.data.grade_style,
-                       greedy=cfg.greedy, seed=cfg.seed, tiny_cache=getattr(cfg, "tiny_cache", None))
+                       greedy=cfg.greedy, seed=cfg.seed, tiny_cache=getattr(cfg, "tiny_cache", None),
+                       inputs=list(config_inputs(cfg).values()))
     try:
         return body(cfg, ctx)
     finally:

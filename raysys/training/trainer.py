@@ -269,11 +269,13 @@ def _unwrap_worker_error(err: BaseException) -> BaseException:
 
 
 def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
-          stall_timeout_s: float | None = None) -> TrainResult:
+          stall_timeout_s: float | None = None, storage: str = "auto") -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with Ray Train; write ``cfg.out``; return the result.
 
     ``stall_timeout_s`` (a recipe's ``cluster.stall_timeout_s``) bounds every collective of the
     workers' process group (Ray Train's default: 1800 s), so a hung all-reduce fails the stage.
+    ``storage`` (``cluster.storage``): how the model, the output, the metrics and Ray Train's
+    checkpoints reach workers on other nodes (``raysys.distributed.storage.use_storage``).
     Raises ConfigError / DataError / ModelError for bad input before any worker starts.
     """
     import ray
@@ -313,6 +315,12 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     if not cfg.use_gpu:
         prebuild_cpu_comm_op()
     _start_ray()
+    from raysys.distributed.storage import use_storage
+    from raysys.distributed.store_fs import storage_filesystem
+
+    # Nodes that do not share the driver's disk reach the model, the output's dir, the
+    # metrics and the checkpoints (Ray Train's storage) through the run store.
+    through_ray = use_storage(storage, work_dir, [cfg.model, Path(cfg.out).parent]) == "ray"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "kind": kind, "examples": ray.put(examples), "work_dir": str(state_dir),
@@ -321,6 +329,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
         torch_config=TorchConfig(timeout_s=max(1, int(stall_timeout_s or 1800))),
         run_config=RunConfig(
             storage_path=str(work_dir), name=cfg.name,
+            storage_filesystem=storage_filesystem() if through_ray else None,
             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )

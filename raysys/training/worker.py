@@ -16,11 +16,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from raysys.distributed.artifacts import (append_text, localize, push_dir, read_text, through_store,
+                                          write_text)
 from raysys.pipeline.live_metrics import run_name, training_step
 from raysys.training.build_locks import clear_stale_build_locks
 from raysys.training.config import TrainConfig
@@ -109,6 +111,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config.get("kind") is not None:
         register_kind(config["kind"])   # a kind registered outside raysys is known here too
     cfg = from_dict(TrainConfig, config["cfg"])
+    # Load from this node's copy of the driver's model dir (fetched through Ray when the nodes
+    # share no disk); ``out`` stays the driver's path, reached by push_dir in _save_output.
+    cfg = replace(cfg, model=localize(cfg.model))
     torch.manual_seed(cfg.seed)
     ckpt = ray.train.get_checkpoint()
     state = _restored_state(ckpt)
@@ -234,8 +239,7 @@ def _log_step(run: _Run, metrics: dict[str, Any], start_step: int) -> None:
     """Rank 0: one metrics line, a progress line through logging (Ray Train routes worker
     logs to the driver's console and the dashboard; a print would appear twice), and the step's
     live metrics (Prometheus gauges tagged with the stage name and run)."""
-    with run.metrics_path.open("a") as f:
-        f.write(json.dumps(metrics) + "\n")
+    append_text(run.metrics_path, json.dumps(metrics) + "\n")    # on the driver's node
     run.trackers.log(metrics["step"], metrics)
     logging.getLogger("raysys.training").info(
         progress_line(run.cfg.name, metrics, run.n_steps, start_step))
@@ -260,12 +264,11 @@ def _to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metric lines past the checkpoint so the file has one line per step."""
-    if not path.is_file():
+    text = read_text(path)                # the driver's copy (this node may have none)
+    if text is None:
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    from raysys.data.io import atomic_write_text
-
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    keep = [ln for ln in text.splitlines() if ln and json.loads(ln)["step"] <= step]
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _report_checkpoint(engine: Any, metrics: dict[str, Any], state: dict[str, Any], rank: int) -> None:
@@ -313,6 +316,16 @@ def _save_output(run: _Run) -> None:
                 raise RuntimeError(f"ZeRO-3 gathered weights do not fit the model: {unexpected[:3]}")
         model = model.to("cpu").float()
         merge = cfg.merge_output or not cfg.lora.enabled
-        save_trained(model, run.tokenizer, cfg.out, merge=merge, extra_files=(run.metrics_path,))
+        if not through_store():
+            save_trained(model, run.tokenizer, cfg.out, merge=merge, extra_files=(run.metrics_path,))
+        else:
+            # Saved on this node, then sent whole to ``out`` on the driver's node: the driver
+            # never sees a half-written model.
+            with tempfile.TemporaryDirectory(prefix="raysys-out-") as d:
+                metrics = Path(d) / run.metrics_path.name
+                metrics.write_text(read_text(run.metrics_path) or "")
+                local = save_trained(model, run.tokenizer, Path(d) / "out", merge=merge,
+                                     extra_files=(metrics,))
+                push_dir(local, cfg.out)
     if dist.is_initialized():
         dist.barrier()
