@@ -239,8 +239,8 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific (synthetic knobs, ...)
 
     def validate(self, path: str) -> None:
-        from raysys.data.sources import check_name
-        check_name(self.name, path or "data")
+        from raysys.data.sources import check_options
+        check_options(self, path or "data")        # the name, and each option's type and range
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"{_join(path, 'limit')}: expected a positive int, got {self.limit}")
         if self.name != "synthetic" and self.path is None:

@@ -48,6 +48,18 @@ from raysys.data.source_rows import (FILE_SOURCES, GENERIC_COLUMNS, FileSource, 
 
 
 SYNTHETIC_OPTIONS = frozenset({"n", "seed", "min_steps", "max_steps", "max_operand", "ops"})
+# Bounds of the synthetic task's knobs. Problems are built in memory in the driver (~300 bytes
+# each, and a problems table of n rows follows them through every stage): 10 million is 3 GB of
+# text and hours of sampling per pass, far past any experiment here (the demos use <= 10,000),
+# so a larger n is a typo (an extra 0, `1e12`), refused instead of filling the memory. Steps
+# chain operations on the running value: with '*' a value grows by up to max_operand per step,
+# so 32 steps of operands <= 1,000,000 stay under 200 digits (Python refuses to print ints over
+# 4,300 digits, and a model cannot learn such numbers anyway).
+MAX_SYNTHETIC_PROBLEMS = 10_000_000
+MAX_SYNTHETIC_STEPS = 32
+MAX_SYNTHETIC_OPERAND = 1_000_000
+# Seeds reach numpy/torch/Arrow as 64-bit integers; a larger one fails deep inside them.
+MAX_SEED = 2**63 - 1
 KNOWN_SOURCES: tuple[str, ...] = tuple(sorted([*FILE_SOURCES, "synthetic"]))
 
 
@@ -138,11 +150,80 @@ def _split_name(path: Path, spec: DatasetSpec) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _check_options(spec: DatasetSpec, allowed: frozenset[str], key: str) -> None:
-    for k in spec.options:
+def _int_in(lo: int, hi: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+# Every loader option: what it must be (shown in the error) and the check. Checked when the
+# config is read (``DatasetSpec.validate``), so `raysys config show` and every command refuse a
+# bad option before Ray starts or a run dir is written, not when the stage loads its data.
+OPTION_CHECKS: dict[str, tuple[str, Any]] = {
+    "split": ("a split name (text or a number)", lambda v: _text(v) or _int_in(0, MAX_SEED)(v)),
+    "strip_calc": ("true or false", lambda v: isinstance(v, bool)),
+    "language": ("a language code (text), e.g. EN", _text),
+    "exclude_answer_types": ("a list of answer types (text), e.g. [CODE, OT]",
+                             lambda v: isinstance(v, list) and all(_text(x) for x in v)),
+    "source": ("a source name (text)", _text),
+    "gold_from_solution": ("'hash' or 'boxed'", lambda v: v in ("hash", "boxed")),
+    "n": (f"an integer from 1 to {MAX_SYNTHETIC_PROBLEMS:,}", _int_in(1, MAX_SYNTHETIC_PROBLEMS)),
+    "seed": ("an integer from 0 to 2**63 - 1", _int_in(0, MAX_SEED)),
+    "min_steps": (f"an integer from 1 to {MAX_SYNTHETIC_STEPS}", _int_in(1, MAX_SYNTHETIC_STEPS)),
+    "max_steps": (f"an integer from 1 to {MAX_SYNTHETIC_STEPS}", _int_in(1, MAX_SYNTHETIC_STEPS)),
+    "max_operand": (f"an integer from 2 to {MAX_SYNTHETIC_OPERAND:,}", _int_in(2, MAX_SYNTHETIC_OPERAND)),
+    "ops": ("a string of '+', '-', '*' holding '+' or '*', e.g. '+-*'", _text),
+}
+
+
+def check_synthetic_knobs(options: dict[str, Any], key: str) -> None:
+    """The synthetic task's knobs (``min_steps``, ``max_steps``, ``max_operand``, ``ops``, and
+    ``n``/``seed`` when present) one by one and together; ``ConfigError`` naming
+    ``<key>.<option>``. Also what a tiny model's ``pretrain_options`` must pass."""
+    from raysys.data.synthetic import _check_knobs
+
+    for k, v in options.items():
+        if k in SYNTHETIC_OPTIONS:
+            what, ok = OPTION_CHECKS[k]
+            if not ok(v):
+                raise ConfigError(f"{key}.{k}: expected {what}, got {v!r}")
+    knobs = {"min_steps": 2, "max_steps": 3, "max_operand": 20, "ops": "+-"}
+    knobs.update({k: v for k, v in options.items() if k in knobs})
+    try:
+        _check_knobs(**knobs)
+    except ValueError as e:
+        raise ConfigError(f"{key}.{e}") from None
+
+
+def check_options(spec: DatasetSpec, key: str = "data") -> None:
+    """Everything about ``spec.options`` and ``spec.fields`` that can be checked without
+    reading data: each option known to the source and of the right type and range, the
+    synthetic knobs consistent, a count for synthetic, fields only for ``jsonl``. Raises
+    ``ConfigError`` naming ``<key>.options.<name>`` (or ``.fields``)."""
+    check_name(spec.name, key)
+    allowed = SYNTHETIC_OPTIONS if spec.name == "synthetic" else FILE_SOURCES[spec.name].options
+    for k, v in spec.options.items():
         if k not in allowed:
             raise ConfigError(f"{key}.options.{k}: unknown option for dataset '{spec.name}' "
                               f"(known: {', '.join(sorted(allowed)) or 'none'})")
+        what, ok = OPTION_CHECKS[k]
+        if not ok(v):
+            raise ConfigError(f"{key}.options.{k}: expected {what}, got {v!r}")
+    if spec.name == "synthetic":
+        check_synthetic_knobs(spec.options, f"{key}.options")
+        if spec.options.get("n") is None and spec.limit is None:
+            raise ConfigError(f"{key}.options.n: required for dataset 'synthetic' (or set "
+                              f"{key}.limit)")
+    elif spec.name == "jsonl":
+        _check_generic_spec(spec, key)
+    if spec.fields and spec.name != "jsonl":
+        raise ConfigError(f"{key}.fields: only dataset 'jsonl' maps fields; '{spec.name}' reads "
+                          "its own format's fields (use name jsonl to map columns)")
+    for ours, theirs in spec.fields.items():
+        if not _text(theirs):
+            raise ConfigError(f"{key}.fields.{ours}: expected the file's field name, got {theirs!r}")
 
 
 def load_records_as_problems(spec: DatasetSpec, key: str = "data") -> list[dict[str, Any]]:
@@ -210,11 +291,7 @@ def load_problems(spec: DatasetSpec, key: str = "data") -> pa.Table:
     Raises ``ConfigError`` for an unknown dataset name or option and ``DataError`` (naming
     file:line) for bad rows; nothing is written.
     """
-    check_name(spec.name, key)
+    check_options(spec, key)
     if spec.name == "synthetic":
-        _check_options(spec, SYNTHETIC_OPTIONS, key)
         return conform(synthetic_problems(spec, key), "problems")
-    _check_options(spec, FILE_SOURCES[spec.name].options, key)
-    if spec.name == "jsonl":
-        _check_generic_spec(spec, key)
     return conform(load_records_as_problems(spec, key), "problems")

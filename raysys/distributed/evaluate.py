@@ -108,14 +108,20 @@ class PreparedEval:
 
 
 def prepare_eval(cfg: EvalConfig) -> PreparedEval:
-    """Load problems and demos; raises ConfigError/DataError/ModelError on bad input."""
-    from raysys.models.loading import resolve_model_path
+    """Load problems and demos; raises ConfigError/DataError/ModelError on bad input.
+
+    The model is checked as ``run`` and ``train`` check theirs, from its small files (config.json
+    against the safetensors headers, the tokenizer): a hub id once fetched too, and the verifier
+    of guided decoding (its dir and backbone weights), so none of it fails inside a replica."""
+    from raysys.models.loading import check_model_dir, check_model_usable, resolve_model_path
 
     t0 = time.perf_counter()
-    resolve_model_path(cfg.model.path)          # a missing/unusable model fails here, not on Ray
+    model_dir = resolve_model_path(cfg.model.path)   # a missing/unusable model fails here, not on Ray
+    check_model_usable(model_dir, cfg.model.trust_remote_code, "model.path")
     if cfg.engine.kind == "guided":
         from raysys.engines.guided import check_verifier_dir
-        check_verifier_dir(cfg.engine.verifier)
+        verifier = check_verifier_dir(cfg.engine.verifier)
+        check_model_dir(verifier, cfg.model.trust_remote_code, "engine.verifier")
     from raysys.data.sources import load_problems
 
     problems = load_problems(cfg.data, "data")

@@ -124,8 +124,9 @@ class TrainConfig:
         if self.model is not None:
             if not Path(self.model).expanduser().is_dir():
                 raise ConfigError(f"{key('model')}: model directory not found: {self.model}")
-            from raysys.models.loading import check_model_dir   # config.json, weight headers
-            check_model_dir(self.model, self.trust_remote_code, key("model"))
+            # config.json against the weight headers, the tokenizer: no weights loaded
+            from raysys.models.loading import check_model_usable
+            check_model_usable(self.model, self.trust_remote_code, key("model"))
         if self.out is not None:
             from raysys.data.io import check_not_an_input, check_output_dir
             # the out dir is renamed into place over any old one: never the model or data

@@ -87,6 +87,48 @@ def _hardlink(target: str) -> Callable[[Path, Path], None]:
     return build
 
 
+def _drop(*names: str) -> Callable[[Path], None]:
+    def edit(d: Path) -> None:
+        for name in names:
+            (d / name).unlink()
+    return edit
+
+
+def _config(**changes: object) -> Callable[[Path], None]:
+    """Set keys of the copy's config.json."""
+    def edit(d: Path) -> None:
+        cfg = json.loads((d / "config.json").read_text())
+        cfg.update(changes)
+        (d / "config.json").write_text(json.dumps(cfg))
+    return edit
+
+
+def _extra_token_id(token_id: int) -> Callable[[Path], None]:
+    """An added token with id ``token_id`` in the copy's tokenizer.json (past vocab_size 512)."""
+    def edit(d: Path) -> None:
+        tok = json.loads((d / "tokenizer.json").read_text())
+        tok["added_tokens"].append({"id": token_id, "content": "<|extra|>", "single_word": False,
+                                    "lstrip": False, "rstrip": False, "normalized": False,
+                                    "special": True})
+        (d / "tokenizer.json").write_text(json.dumps(tok))
+    return edit
+
+
+def _verifier_head_only(path: Path, model: Path) -> None:
+    """A verifier dir with its head and config but no backbone (config.json, weights)."""
+    path.mkdir(parents=True)
+    shutil.copy(model / "model.safetensors", path / "verifier_head.safetensors")
+    (path / "verifier_config.json").write_text('{"kind": "token_verifier", "hidden_size": 128}')
+
+
+NO_TOKENIZER = _model_copy(_drop("tokenizer.json"))
+BROKEN_TOKENIZER = _model_copy(lambda d: (d / "tokenizer.json").write_text('{"model": '))
+UNKNOWN_TYPE = _model_copy(_config(model_type="frobnicator"))
+KV_HEADS = _model_copy(_config(num_key_value_heads=3))
+HIDDEN_MISMATCH = _model_copy(_config(hidden_size=130))
+LAYERS_MISSING = _model_copy(_config(num_hidden_layers=4))
+TOKENIZER_PAST_VOCAB = _model_copy(_extra_token_id(600))
+OLYMPIAD_OK = '{"id": 1, "problem": "1+1?", "answer": ["2"], "answer_type": "NV"}\n'
 DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
 ONLY_CONFIG = _model_copy(keep=("config.json",))
 ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
@@ -352,6 +394,82 @@ CASES: list[Case] = [
                                                        "--out", "o"], r"model: .*not a safetensors file",
          {"mg": _model_copy(_garbage_weights), "s.jsonl": SFT_OK},
          ),
+    # -- checks that ran only inside Ray (a replica, a recipe stage), now in the driver -------
+    # model dirs whose config.json, weight shapes or tokenizer cannot serve: every command
+    Case("checked-in-driver", "eval-model-no-tokenizer", ["eval", "--model", "./nt", "--data", "gsm8k:t.jsonl",
+                                                         "--out", "o"],
+         r"^error: model\.path: model directory nt: no tokenizer \(expected tokenizer\.json",
+         {"nt": NO_TOKENIZER, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "sample-model-broken-tokenizer", ["sample", "--model", "./bt", "--data",
+                                                               "gsm8k:t.jsonl", "--out", "o"],
+         r"model\.path: .*bt/tokenizer\.json:1: malformed JSON", {"bt": BROKEN_TOKENIZER, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-model-unknown-type", ["eval", "--model", "./ut", "--data", "gsm8k:t.jsonl",
+                                                         "--out", "o"],
+         r"model\.path: .*ut/config\.json: model_type 'frobnicator' is not an architecture this "
+         r"transformers knows", {"ut": UNKNOWN_TYPE, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-model-kv-heads", ["eval", "--model", "./kv", "--data", "gsm8k:t.jsonl",
+                                                     "--out", "o"],
+         r"kv/config\.json: num_attention_heads 2 is not a multiple of num_key_value_heads 3",
+         {"kv": KV_HEADS, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "sample-model-hidden-vs-weights", ["sample", "--model", "./hm", "--data",
+                                                                "gsm8k:t.jsonl", "--out", "o"],
+         r"hm/config\.json: does not match the weights: model\.safetensors stores model\.layers\.0\.mlp\."
+         r"down_proj\.weight as \[128, 512\], config\.json implies \[130, 512\]",
+         {"hm": HIDDEN_MISMATCH, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-model-layers-missing", ["eval", "--model", "./lm", "--data",
+                                                           "gsm8k:t.jsonl", "--out", "o"],
+         r"lm/config\.json: num_hidden_layers is 4 but the weights hold no layer 2, 3",
+         {"lm": LAYERS_MISSING, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-tokenizer-past-vocab", ["eval", "--model", "./tv", "--data",
+                                                           "gsm8k:t.jsonl", "--out", "o"],
+         r"tv/config\.json: vocab_size 512 is smaller than the tokenizer's 601 ids \(tokenizer\.json\)",
+         {"tv": TOKENIZER_PAST_VOCAB, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-verifier-without-backbone", [*EVAL, "--data", "gsm8k:t.jsonl", "--engine",
+                                                                "guided", "--verifier", "v"],
+         r"^error: engine\.verifier: model directory v: missing config\.json",
+         {"v": _verifier_head_only, "t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "info-no-tokenizer", ["models", "info", "./nt"], r"nt: no tokenizer",
+         {"nt": NO_TOKENIZER}),
+    Case("checked-in-driver", "info-unknown-type", ["models", "info", "./ut", "--json"],
+         r"ut/config\.json: model_type 'frobnicator'", {"ut": UNKNOWN_TYPE}),
+    Case("checked-in-driver", "info-tokenizer-past-vocab", ["models", "info", "./tv"],
+         r"vocab_size 512 is smaller than the tokenizer's 601 ids", {"tv": TOKENIZER_PAST_VOCAB}),
+    Case("checked-in-driver", "train-model-broken-tokenizer", ["train", "--kind", "sft", "--model", "./bt",
+                                                              "--data", "s.jsonl", "--out", "o"],
+         r"^error: --model|^error: model: .*bt/tokenizer\.json:1: malformed JSON",
+         {"bt": BROKEN_TOKENIZER, "s.jsonl": SFT_OK}),
+    Case("checked-in-driver", "run-model-kv-heads", ["run", "{cfg}", *W, "--set", "models.weak.path=./kv"],
+         r"models\.weak\.path: .*num_attention_heads 2 is not a multiple of num_key_value_heads 3",
+         {"kv": KV_HEADS}),
+    Case("checked-in-driver", "config-show-model-no-tokenizer", ["config", "show", "{cfg}", "--set",
+                                                                "models.strong.path=./nt"],
+         r"models\.strong\.path: model directory .*nt: no tokenizer", {"nt": NO_TOKENIZER}),
+    # dataset options: checked when the config is read, not when a stage loads the data
+    Case("checked-in-driver", "config-show-synthetic-ops-not-text", ["config", "show", "{cfg}", "--set",
+                                                                    "data.test.options.ops=5"],
+         r"data\.test\.options\.ops: expected a string of '\+', '-', '\*'"),
+    Case("checked-in-driver", "run-synthetic-steps-reversed", ["run", "{cfg}", *W, "--set",
+                                                              "data.train_1.options.min_steps=4"],
+         r"data\.train_1\.options\.steps: expected 1 <= min_steps <= max_steps, got 4\.\.3"),
+    Case("checked-in-driver", "run-synthetic-unknown-option", ["run", "{cfg}", *W, "--set",
+                                                              "data.test.options.nn=5"],
+         r"data\.test\.options\.nn: unknown option for dataset 'synthetic' \(known: max_operand, "),
+    Case("checked-in-driver", "run-gsm8k-keeps-synthetic-options", ["run", "{cfg}", *W, "--set",
+                                                                    "data.test.name=gsm8k", "--set",
+                                                                    "data.test.path=t.jsonl"],
+         r"data\.test\.options\.n: unknown option for dataset 'gsm8k' \(known: split, strip_calc\)",
+         {"t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "eval-olympiad-exclude-not-list", [*EVAL, "--data", "olympiad:t.jsonl", "--set",
+                                                                "data.options.exclude_answer_types=5"],
+         r"data\.options\.exclude_answer_types: expected a list of answer types \(text\), e\.g\. "
+         r"\[CODE, OT\], got 5", {"t.jsonl": OLYMPIAD_OK}),
+    Case("checked-in-driver", "sample-strip-calc-not-bool", ["sample", "--model", "{model}", "--data",
+                                                            "gsm8k:t.jsonl", "--out", "o", "--set",
+                                                            "data.options.strip_calc=maybe"],
+         r"data\.options\.strip_calc: expected true or false, got 'maybe'", {"t.jsonl": GSM8K_OK}),
+    Case("checked-in-driver", "prepare-fields-on-gsm8k", ["data", "prepare", "gsm8k", "--input", "t.jsonl",
+                                                         "--field", "question=q", "--out", "o.jsonl"],
+         r"data\.fields: only dataset 'jsonl' maps fields", {"t.jsonl": GSM8K_OK}),
     # -- corrupt run state ----------------------------------------------------------------------
     Case("run state", "status-state-malformed", ["status", "r"], r"corrupt run state: .*state\.json:1: malformed JSON"
          r".*delete it", {"r/state.json": '{"stages": {'}),

@@ -203,7 +203,14 @@ def test_synthetic_loader() -> None:
 @pytest.mark.parametrize("options, message", [
     ({}, r"data\.options\.n: required"),
     ({"n": 3, "colour": "red"}, r"data\.options\.colour: unknown option for dataset 'synthetic'"),
-    ({"n": 3, "max_operand": 1}, r"data\.options: max_operand"),
+    ({"n": 3, "max_operand": 1}, r"data\.options\.max_operand: expected an integer from 2"),
+    ({"n": 10**12}, r"data\.options\.n: expected an integer from 1 to 10,000,000, got 1000000000000"),
+    ({"n": 3, "ops": 5}, r"data\.options\.ops: expected a string of"),
+    ({"n": 3, "ops": "-"}, r"data\.options\.ops: expected '\+', '-', '\*' characters including"),
+    ({"n": 3, "min_steps": 5}, r"data\.options\.steps: expected 1 <= min_steps <= max_steps, got 5\.\.3"),
+    ({"n": 3, "max_steps": 33}, r"data\.options\.max_steps: expected an integer from 1 to 32"),
+    ({"n": 3, "seed": -1}, r"data\.options\.seed: expected an integer from 0"),
+    ({"n": True}, r"data\.options\.n: expected an integer"),
 ])
 def test_synthetic_bad_options(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -312,3 +319,25 @@ def test_real_files(shared_data_dir: Path, name: str, rel: str, rows: int) -> No
     if name in ("gsm8k", "w2s"):
         assert all("," not in g for g in golds)
     assert len(set(ids)) == rows
+
+
+@pytest.mark.parametrize("name, options, fields, message", [
+    ("gsm8k", {"strip_calc": "yes please"}, {}, r"data\.options\.strip_calc: expected true or false"),
+    ("olympiad", {"exclude_answer_types": "CODE"}, {}, r"exclude_answer_types: expected a list"),
+    ("olympiad", {"language": ""}, {}, r"data\.options\.language: expected a language code"),
+    ("jsonl", {"gold_from_solution": "last"}, {}, r"gold_from_solution: expected 'hash' or 'boxed'"),
+    ("jsonl", {}, {"question": ""}, r"data\.fields\.question: expected the file's field name"),
+    ("math", {"source": "x"}, {}, r"data\.options\.source: unknown option for dataset 'math'"),
+    ("gsm8k", {}, {"question": "q"}, r"data\.fields: only dataset 'jsonl' maps fields"),
+])
+def test_options_checked_with_the_config(tmp_path: Path, name: str, options: dict, fields: dict,
+                                         message: str) -> None:
+    """Options and fields are checked when the spec is read (config show, every command), not
+    when a stage loads the data inside a run."""
+    from raysys.config import from_dict
+
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"question": "q", "answer": "#### 1"}\n')
+    with pytest.raises(ConfigError, match=message):
+        from_dict(DatasetSpec, {"name": name, "path": str(f), "options": options, "fields": fields},
+                  "data")
