@@ -87,6 +87,14 @@ def free_per_node() -> list[dict[str, float]]:
         return [dict(ray.available_resources())]
 
 
+def total_per_node() -> list[dict[str, float]]:
+    """Each alive node's total resources: what a request can ever be placed on (an
+    autoscaler aside)."""
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
 def same_model_family(a: ModelSpec, b: ModelSpec) -> bool:
     """Whether a group loaded with ``a`` can switch to ``b`` by loading weights in place."""
     return (a.dtype, a.max_model_len, a.trust_remote_code) == (b.dtype, b.max_model_len,

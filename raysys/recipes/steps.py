@@ -25,6 +25,7 @@ import pyarrow as pa
 from raysys.config import ClusterConfig, DatasetSpec, EngineConfig, ModelSpec, SamplingConfig
 from raysys.data.io import read_stage, write_stage
 from raysys.distributed.generation import GenerationSpec
+from raysys.errors import StageError
 from raysys.pipeline import RunDir
 from raysys.pipeline.report_cmd import OUTCOME_KEYS
 
@@ -131,6 +132,12 @@ def run_recipe(cfg: Any, body: Callable[[Any, StepContext], RecipeResult], *,
                        inputs=list(config_inputs(cfg).values()))
     try:
         return body(cfg, ctx)
+    except StageError as e:
+        if "resum" in str(e):
+            raise
+        # A lost node or worker: complete stages are kept, so the same command picks up there.
+        raise StageError(f"{e}; re-running the same command resumes from the last complete "
+                         "stage") from e
     finally:
         close_context(ctx)
 

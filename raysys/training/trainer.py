@@ -142,25 +142,47 @@ def last_metrics(path: Path) -> dict[str, Any] | None:
 
 
 def _wait_with_progress(ref: Any, name: str, metrics_path: Path, n_steps: int,
-                        every_s: float | None = None, poll_s: float = 2.0) -> Any:
+                        every_s: float | None = None, poll_s: float = 2.0,
+                        bundles: list[dict[str, float]] | None = None,
+                        infeasible_s: float = 1800.0) -> Any:
     """``ray.get(ref)`` while logging a bounded number of progress lines from the metrics
     rank 0 writes: one when training passes half its steps, and one every ``every_s`` (default
     :func:`raysys.console.heartbeat_s`) of wall time; a worker's per-step lines stay in its
-    own log."""
+    own log.
+
+    ``bundles`` (one per Ray Train worker): when no alive node can hold them (a lost node, a
+    resource no node has), one warning names what is missing within seconds, and after
+    ``infeasible_s`` of that the stage fails: Ray Train would otherwise retry its placement
+    group forever."""
     import time
 
     import ray
 
     from raysys.console import fmt_duration, heartbeat_s
+    from raysys.distributed.roles import bundles_fit, total_per_node
 
     every = heartbeat_s() if every_s is None else every_s
     t0 = time.monotonic()
     next_line, halfway_shown = t0 + every, False
+    infeasible_since: float | None = None
     while True:
         ready, _ = ray.wait([ref], timeout=poll_s)
         if ready:
             return ray.get(ref)
         now = time.monotonic()
+        if bundles and not bundles_fit(bundles, total_per_node()):
+            if infeasible_since is None:
+                infeasible_since = now
+                log.warning("train %s: no alive node can hold a worker's %s; waiting up to %s "
+                            "for one (cluster.stall_timeout_s)", name, bundles[0],
+                            fmt_duration(infeasible_s))
+            elif now - infeasible_since > infeasible_s:
+                ray.cancel(ref, force=True)
+                from raysys.errors import StageError
+                raise StageError(f"training '{name}': no alive node could hold a worker's "
+                                 f"{bundles[0]} for {fmt_duration(infeasible_s)} (a node lost?)")
+        else:
+            infeasible_since = None
         m = last_metrics(metrics_path)
         halfway = m is not None and not halfway_shown and n_steps / 2 <= m["step"] < n_steps
         if halfway or now >= next_line:
@@ -215,7 +237,7 @@ def fit_env(address: str, environ: Mapping[str, str], local: bool) -> dict[str, 
     return env
 
 
-def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple[str, Path, int] | None = None) -> Any:
+def _fit_pinned_to_this_cluster(trainer: Any, progress: tuple | None = None) -> Any:
     """Run ``trainer.fit()`` in a task whose environment names this cluster's address.
 
     Ray Train's placement-group cleaner finds "the" cluster through the State API; on a
@@ -336,7 +358,8 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     try:
         result = _fit_pinned_to_this_cluster(
             trainer, (cfg.name, state_dir / "metrics.jsonl",
-                      total_steps(len(examples), global_batch, cfg.epochs, cfg.max_steps)))
+                      total_steps(len(examples), global_batch, cfg.epochs, cfg.max_steps),
+                      None, 2.0, worker_bundles(cfg), stall_timeout_s or 1800.0))
     except Exception as e:  # noqa: BLE001 - re-raised: a user error as itself, else one line
         from ray.train import TrainingFailedError
 

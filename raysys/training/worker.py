@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -110,10 +110,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])
     if config.get("kind") is not None:
         register_kind(config["kind"])   # a kind registered outside raysys is known here too
-    cfg = from_dict(TrainConfig, config["cfg"])
-    # Load from this node's copy of the driver's model dir (fetched through Ray when the nodes
-    # share no disk); ``out`` stays the driver's path, reached by push_dir in _save_output.
-    cfg = replace(cfg, model=localize(cfg.model))
+    # This node's copy of the driver's model dir (fetched through Ray when the nodes share no
+    # disk) before the config is checked again here; ``out`` stays the driver's path (reached by
+    # push_dir in _save_output) and ``data`` is not read here (the examples come by ray.put).
+    cfg = from_dict(TrainConfig, {**config["cfg"], "model": localize(config["cfg"]["model"]),
+                                  "data": None})
     torch.manual_seed(cfg.seed)
     ckpt = ray.train.get_checkpoint()
     state = _restored_state(ckpt)

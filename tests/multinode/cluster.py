@@ -383,9 +383,11 @@ class NoSharedFsCluster:
                      *(f"--{flag}={port}" for flag, port in ports.items())]
         w.log = self.base / f"worker{w.index}.{w.spawns}.log"
         w.spawns += 1
-        # The head's environment: the token, and (from tests/conftest.py) the hub offline.
+        # The head's environment: the token, and (from tests/conftest.py) the hub offline; the
+        # node's artifact cache lives in its private storage, so each node fetches its own copy.
+        env = {**self.driver_env(), "RAYSYS_NODE_CACHE": str(self.root / "node_cache")}
         w.process = subprocess.Popen(private_mount_command(self.root, ray_start),
-                                     env=self.driver_env(), cwd=REPO, stdout=open(w.log, "w"),
+                                     env=env, cwd=REPO, stdout=open(w.log, "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_worker(self, i: int, timeout_s: float = 180) -> None:
