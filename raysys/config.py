@@ -55,6 +55,36 @@ class NonFiniteFloat(float):
     field refuses them in :func:`_coerce`, so ``lr: .nan`` fails before any work)."""
 
 
+# Every integer setting is a signed 64-bit integer: numpy, torch, Arrow and Ray take them as such,
+# and a larger one (a typo, a pasted id) would fail inside a worker with an OverflowError.
+MAX_CONFIG_INT = 2**63 - 1
+
+# -- Upper bounds on what a config asks the machines for ----------------------------------------
+# Each is far past any real experiment and below where the request itself breaks something
+# (memory, Ray's placement, an engine's up-front allocation), so a value past one is a typo (an
+# extra zero, `--n 1000000000000`) refused in the driver instead of a hang or a killed replica.
+# Completions per prompt (sampling.n): maj@k / pass@k studies stop near k = 1,024, and one
+# prompt's samples are generated together by one replica: a million is an out-of-memory there.
+MAX_SAMPLES_PER_PROMPT = 4096
+# Tokens (max_new_tokens, max_model_len, a training max_len): no model served here has a context
+# window over 2**20 (1M) tokens, and engines size their KV cache from these before the first step.
+MAX_TOKENS = 2**20
+# Replicas, Ray Train workers, tensor-parallel ranks: one placement-group bundle (or GPU) each;
+# Ray waits forever on a placement group larger than the cluster, and 4,096 is past any here.
+MAX_REPLICAS = 4096
+# Prompts per engine forward or Ray Data batch, examples per training micro-batch: 65,536 prompts
+# of even 100 tokens is a KV cache of hundreds of GB.
+MAX_BATCH = 2**16
+
+
+def check_int_range(value: int | None, key: str, lo: int, hi: int, why: str = "") -> None:
+    """``ConfigError`` naming ``key`` unless ``lo <= value <= hi`` (None passes); ``why`` says
+    what the bound protects."""
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{key}: expected {lo:,} <= value <= {hi:,}, got {value:,}"
+                          + (f" ({why})" if why else ""))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return the converted value.
 
@@ -107,6 +137,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected bool, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_CONFIG_INT:
+                raise ConfigError(f"{key}: {value} is out of range (a setting is a 64-bit "
+                                  "integer, at most 2**63 - 1 in size)")
             return value
         raise ConfigError(f"{key}: expected int, got {value!r}")
     if tp is float or tp is NonFiniteFloat:
@@ -223,6 +256,8 @@ class ModelSpec:
         if looks_local and not p.is_dir():
             raise ConfigError(f"{_join(path, 'path')}: model directory not found: {self.path}")
         check_file(self.adapter, _join(path, "adapter"), dir_ok=True)
+        check_int_range(self.max_model_len, _join(path, "max_model_len"), 1, MAX_TOKENS,
+                        "no model here has a longer context; engines allocate for it up front")
         # config.json and safetensors headers only: a broken dir fails here, not in a worker
         from raysys.models.loading import check_model_spec
         check_model_spec(self, path or "model")
@@ -272,11 +307,15 @@ class SamplingConfig:
     def validate(self, path: str) -> None:
         if self.n < 1:
             raise ConfigError(f"{_join(path, 'n')}: expected n >= 1, got {self.n}")
+        check_int_range(self.n, _join(path, "n"), 1, MAX_SAMPLES_PER_PROMPT,
+                        "completions per prompt: one replica generates a prompt's samples together")
         if self.temperature < 0:
             raise ConfigError(f"{_join(path, 'temperature')}: expected >= 0, got {self.temperature}")
         check_range(self.top_p, _join(path, "top_p"), 0.0, 1.0)
         if self.max_new_tokens < 1:
             raise ConfigError(f"{_join(path, 'max_new_tokens')}: expected >= 1, got {self.max_new_tokens}")
+        check_int_range(self.max_new_tokens, _join(path, "max_new_tokens"), 1, MAX_TOKENS,
+                        "no model here has a longer context; engines allocate for it up front")
 
 
 @dataclass
@@ -298,6 +337,10 @@ class EngineConfig:
         check_range(self.gpu_memory_utilization, _join(path, "gpu_memory_utilization"), 0.01, 1.0)
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"{_join(path, 'tensor_parallel_size')}: expected >= 1")
+        check_int_range(self.tensor_parallel_size, _join(path, "tensor_parallel_size"), 1,
+                        MAX_REPLICAS, "one GPU per rank")
+        check_int_range(self.batch_size, _join(path, "batch_size"), 1, MAX_BATCH,
+                        "prompts per forward")
         if self.kind == "guided" and not self.verifier:
             raise ConfigError(f"{_join(path, 'verifier')}: kind 'guided' needs a verifier dir")
         if not 0 <= self.beta < float("inf"):       # also refuses NaN
@@ -320,6 +363,8 @@ class RoleResources:
     def validate(self, path: str) -> None:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
+        check_int_range(self.replicas, _join(path, "replicas"), 1, MAX_REPLICAS,
+                        "one placement-group bundle each")
         for name in ("cpus_per_replica", "gpus_per_replica"):
             v = getattr(self, name)
             if not 0 <= v < float("inf"):
@@ -380,6 +425,8 @@ class ClusterConfig:
         if self.replicas < 1:
             raise ConfigError(f"{_join(path, 'replicas')}: expected >= 1, got {self.replicas}")
         RoleResources(self.replicas, self.cpus_per_replica, self.gpus_per_replica).validate(path)
+        check_int_range(self.batch_size, _join(path, "batch_size"), 1, MAX_BATCH,
+                        "prompts per Ray Data batch")
         for name in self.roles:     # a misspelt role would otherwise be ignored silently
             if name not in ROLES:
                 raise ConfigError(f"{_join(path, 'roles')}.{name}: unknown role (known: "

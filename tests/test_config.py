@@ -96,7 +96,9 @@ def test_shared_sections_check_files(tmp_path) -> None:
         from_dict(DatasetSpec, {"name": "gsm8k", "path": str(tmp_path / "x.jsonl")}, "data")
     with pytest.raises(ConfigError, match="data.path: required for dataset 'gsm8k'"):
         from_dict(DatasetSpec, {"name": "gsm8k"}, "data")
-    assert from_dict(DatasetSpec, {"name": "synthetic"}).path is None
+    assert from_dict(DatasetSpec, {"name": "synthetic", "options": {"n": 3}}).path is None
+    with pytest.raises(ConfigError, match=r"data\.options\.n: required for dataset 'synthetic'"):
+        from_dict(DatasetSpec, {"name": "synthetic"}, "data")      # at config time, not in a stage
     with pytest.raises(ConfigError, match="cluster.placement_strategy"):
         from_dict(ClusterConfig, {"placement_strategy": "RANDOM"}, "cluster")
 
@@ -107,3 +109,54 @@ def test_error_inside_an_optional_section_names_the_nested_key() -> None:
         from_dict(Top, {"name": "x", "extra": {"r": "big"}})
     with pytest.raises(ConfigError, match=r"^extra\.rr: unknown key \(did you mean 'r'\?\)$"):
         from_dict(Top, {"name": "x", "extra": {"rr": 2}})
+
+
+def test_yaml_bounds_before_anything_is_built(tmp_path) -> None:
+    """Alias expansion, nesting and digits are bounded while loading, each one line naming the
+    file and line; anchors used normally still work."""
+    import yaml
+
+    from raysys.config_yaml import MAX_YAML_DEPTH, MAX_YAML_NODES, expanded_size, load_yaml_text
+
+    assert load_yaml_text("a: &x {b: 1}\nc: *x\n", "f.yaml") == {"a": {"b": 1}, "c": {"b": 1}}
+    node = yaml.compose("a: &x [1, 2, 3]\nb: [*x, *x]\n")
+    assert expanded_size(node) == (1 + 1 + 4 + 1 + 1 + 2 * 4, 4)   # mapping, keys, lists, items
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 6))
+    with pytest.raises(ConfigError, match=rf"^f\.yaml: its anchors and aliases expand to [\d,]+ "
+                                          rf"values \(at most {MAX_YAML_NODES:,} values"):
+        load_yaml_text(laughs, "f.yaml")
+    with pytest.raises(ConfigError, match=rf"^f\.yaml:3: nested deeper than {MAX_YAML_DEPTH} levels"):
+        load_yaml_text("a: 1\nb: 2\nc: " + "[" * 5000 + "]" * 5000, "f.yaml")
+    # deep only once expanded: 40 levels aliased inside 40 more
+    deep = "a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40 + "\n"
+    with pytest.raises(ConfigError, match=r"expand to \d+ levels of nesting"):
+        load_yaml_text(deep, "f.yaml")
+    with pytest.raises(ConfigError, match=r"^f\.yaml:1: an alias to a value that contains it"):
+        load_yaml_text("a: &a {b: *a}\n", "f.yaml")
+    with pytest.raises(ConfigError, match=r"^f\.yaml:2: an integer of 4,400 characters"):
+        load_yaml_text("a: 1\nb: " + "1" * 4400 + "\n", "f.yaml")
+    with pytest.raises(ConfigError, match=r"^--set a:1: nested deeper"):
+        parse_overrides(["a=" + "[" * 100 + "]" * 100])
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * (5 << 20) + "\n")
+    from raysys.config_yaml import load_yaml
+    with pytest.raises(ConfigError, match=r"big\.yaml: 5,242,884 bytes; a config file is at most"):
+        load_yaml(big)
+
+
+def test_ints_are_64_bit_and_sizes_are_bounded() -> None:
+    from raysys.config import MAX_SAMPLES_PER_PROMPT, check_int_range, from_dict
+
+    assert from_dict(SamplingConfig, {"seed": 2**63 - 1}).seed == 2**63 - 1
+    with pytest.raises(ConfigError, match=r"^seed: 9223372036854775808 is out of range"):
+        from_dict(SamplingConfig, {"seed": 2**63})
+    with pytest.raises(ConfigError, match=rf"^s\.n: expected 1 <= value <= {MAX_SAMPLES_PER_PROMPT:,}"):
+        from_dict(SamplingConfig, {"n": 10**6}, "s")
+    with pytest.raises(ConfigError, match=r"^max_new_tokens: expected 1 <= value <= 1,048,576"):
+        from_dict(SamplingConfig, {"max_new_tokens": 2**21})
+    with pytest.raises(ConfigError, match=r"^replicas: expected 1 <= value <= 4,096"):
+        from_dict(ClusterConfig, {"replicas": 5000})
+    with pytest.raises(ConfigError, match=r"^k: expected 0 <= value <= 3, got 4 \(why\)$"):
+        check_int_range(4, "k", 0, 3, "why")
+    check_int_range(None, "k", 0, 3)

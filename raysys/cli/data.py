@@ -14,6 +14,7 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
     import yaml
 
     from raysys.config import ConfigError
+    from raysys.config_yaml import load_yaml_text
 
     out: dict[str, Any] = {}
     for item in items:
@@ -22,7 +23,8 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
         key, value = item.split("=", 1)
         if option == "--option":
             try:
-                out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+                out[key.strip()] = load_yaml_text(value, f"--option {key.strip()}") \
+                    if value.strip() else ""
             except yaml.YAMLError:
                 out[key.strip()] = value
         else:

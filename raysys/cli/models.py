@@ -4,6 +4,7 @@ directories."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,19 +15,40 @@ def models() -> None:
     """Build tiny models; import a GGUF model; inspect model dirs."""
 
 
+# `models tiny` builds in this process, in fp32: past 1 billion parameters (4 GB of weights, held
+# twice while saving) it is no longer a tiny test model but an out-of-memory on a laptop.
+MAX_TINY_PARAMS = 1_000_000_000
+# A seed reaches torch.manual_seed, which takes at most 64 bits.
+TINY_SEED = click.IntRange(0, 2**63 - 1)
+
+
+def tiny_param_count(*, hidden: int, layers: int, heads: int, kv_heads: int | None,
+                     intermediate: int | None, vocab_size: int) -> int:
+    """Parameters of the tiny Llama these flags ask for (tied embeddings, head_dim 64), computed
+    before anything is built. Pure."""
+    kv = heads if kv_heads is None else kv_heads
+    inter = intermediate or 4 * hidden
+    attention = hidden * heads * 64 * 2 + hidden * kv * 64 * 2       # q, o; k, v
+    return vocab_size * hidden + layers * (attention + 3 * hidden * inter + 2 * hidden) + hidden
+
+
 @models.command("tiny")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write (replaced if it exists).")
-@click.option("--hidden", default=128, show_default=True, help="Hidden size; must be heads * 64.")
-@click.option("--layers", default=2, show_default=True)
-@click.option("--heads", default=2, show_default=True)
-@click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default: heads.")
-@click.option("--intermediate", type=int, default=None, help="MLP size; default: 4 * hidden.")
-@click.option("--vocab-size", default=512, show_default=True)
-@click.option("--corpus", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--hidden", default=128, show_default=True, type=click.IntRange(min=64),
+              help="Hidden size; must be heads * 64.")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--heads", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--kv-heads", type=click.IntRange(min=1), default=None,
+              help="Key/value heads (GQA); default: heads.")
+@click.option("--intermediate", type=click.IntRange(min=1), default=None,
+              help="MLP size; default: 4 * hidden.")
+@click.option("--vocab-size", default=512, show_default=True, type=click.IntRange(min=1, max=2**20))
+@click.option("--corpus", type=click.Path(dir_okay=False), default=None,
               help="UTF-8 text file to train the tokenizer on; default: synthetic task + GSM8K.")
-@click.option("--max-position-embeddings", default=1024, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--max-position-embeddings", default=1024, show_default=True,
+              type=click.IntRange(min=1, max=2**20))
+@click.option("--seed", default=0, show_default=True, type=TINY_SEED)
 def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | None,
          intermediate: int | None, vocab_size: int, corpus: str | None,
          max_position_embeddings: int, seed: int) -> None:
@@ -34,9 +56,20 @@ def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | Non
     from raysys.data.io import DataError, check_output_dir, read_text
     from raysys.models.loading import count_safetensors_params
 
+    from raysys.config import ConfigError
+
+    params = tiny_param_count(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                              intermediate=intermediate, vocab_size=vocab_size)
+    if params > MAX_TINY_PARAMS:
+        raise ConfigError(f"--hidden {hidden} --layers {layers} --vocab-size {vocab_size}: "
+                          f"{params:,} parameters; a tiny model is at most {MAX_TINY_PARAMS:,} "
+                          "(built in memory in fp32 here)")
     # --out is replaced: refuse a directory that is not a model (it would be deleted).
     check_output_dir(out_dir, "--out", ("config.json", "adapter_config.json"))
     if corpus is not None:
+        corpus = str(Path(corpus).expanduser())
+        if not Path(corpus).is_file():
+            raise DataError(f"--corpus: {corpus}: file not found")
         read_text(corpus, DataError, "a UTF-8 text corpus")   # before torch is imported
     from raysys.models.tiny import build_tiny_model
 

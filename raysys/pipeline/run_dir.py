@@ -331,11 +331,16 @@ def read_model_marker(p: Path) -> dict[str, Any]:
 def _read_old_config(p: Path) -> dict[str, Any]:
     """The run's stored ``config.yaml`` (to compare with the new config)."""
     fix = "; re-run with --force to replace it with the current config"
+    from raysys.config import ConfigError
+    from raysys.config_yaml import load_yaml_text
+
     text = read_text(p, StageError, "the run's YAML config")
     try:
-        old = yaml.safe_load(text) or {}
+        old = load_yaml_text(text, str(p)) or {}
     except yaml.YAMLError as e:
         raise StageError(f"{p}: invalid YAML ({str(e).splitlines()[0]}){fix}") from None
+    except ConfigError as e:          # nesting, alias expansion, a duplicate key
+        raise StageError(f"{e}{fix}") from None
     if not isinstance(old, dict):
         raise StageError(f"{p}: expected a mapping{fix}")
     return old

@@ -105,6 +105,13 @@ class TrainConfig:
         for name in ("num_workers", "micro_batch_size", "grad_accum", "epochs", "max_len", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{key(name)}: expected >= 1, got {getattr(self, name)}")
+        from raysys.config import MAX_BATCH, MAX_REPLICAS, MAX_TOKENS, check_int_range
+        check_int_range(self.num_workers, key("num_workers"), 1, MAX_REPLICAS,
+                        "one placement-group bundle each")
+        check_int_range(self.micro_batch_size, key("micro_batch_size"), 1, MAX_BATCH,
+                        "examples per forward")
+        check_int_range(self.max_len, key("max_len"), 1, MAX_TOKENS,
+                        "no model here has a longer context")
         for name in ("max_steps", "stop_after_steps"):
             v = getattr(self, name)
             if v is not None and v < 1:

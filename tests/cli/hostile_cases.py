@@ -129,6 +129,21 @@ HIDDEN_MISMATCH = _model_copy(_config(hidden_size=130))
 LAYERS_MISSING = _model_copy(_config(num_hidden_layers=4))
 TOKENIZER_PAST_VOCAB = _model_copy(_extra_token_id(600))
 OLYMPIAD_OK = '{"id": 1, "problem": "1+1?", "answer": ["2"], "answer_type": "NV"}\n'
+def _billion_laughs() -> str:
+    lines = ["recipe: weak_to_strong", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _long_line(path: Path, model: Path) -> None:
+    """A JSONL file whose second line is one byte over the 32 MiB row bound."""
+    with path.open("wb") as f:
+        f.write(GSM8K_OK.encode())
+        head = b'{"question": "q", "answer": "#### 1", "pad": "'
+        f.write(head + b"x" * (32 * 1024 * 1024 - len(head) - 1) + b'"}\n')
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
 DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
 ONLY_CONFIG = _model_copy(keep=("config.json",))
 ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
@@ -470,6 +485,65 @@ CASES: list[Case] = [
     Case("checked-in-driver", "prepare-fields-on-gsm8k", ["data", "prepare", "gsm8k", "--input", "t.jsonl",
                                                          "--field", "question=q", "--out", "o.jsonl"],
          r"data\.fields: only dataset 'jsonl' maps fields", {"t.jsonl": GSM8K_OK}),
+    # -- resource bombs: expansion, nesting and sizes in YAML, data files and numbers ----------
+    Case("resource-bomb", "config-billion-laughs", ["config", "show", "l.yaml"],
+         r"^error: l\.yaml: its anchors and aliases expand to [\d,]+ values \(at most 100,000 values",
+         {"l.yaml": _billion_laughs()}),
+    Case("resource-bomb", "run-yaml-nested-100k", ["run", "d.yaml", *W],
+         r"^error: d\.yaml:2: nested deeper than 64 levels", {"d.yaml": f"recipe: weak_to_strong\nseed: {DEEP}\n"}),
+    Case("resource-bomb", "config-recursive-alias", ["config", "show", "r.yaml"],
+         r"^error: r\.yaml:2: an alias to a value that contains it", {"r.yaml": "recipe: llm2\nx: &a [1, *a]\n"}),
+    Case("resource-bomb", "train-yaml-int-5000-digits", ["train", "--config", "t.yaml"],
+         r"^error: t\.yaml:2: an integer of 5,000 characters", {"t.yaml": "kind: sft\nseed: " + "9" * 5000 + "\n"}),
+    Case("resource-bomb", "eval-config-file-8mb", ["eval", "--config", "e.yaml"],
+         r"^error: e\.yaml: [\d,]+ bytes; a config file is at most 4,194,304 bytes",
+         {"e.yaml": "out: o\nmodel_name: " + "x" * (8 << 20) + "\n"}),
+    Case("resource-bomb", "config-set-nested-10k", ["config", "show", "{cfg}", "--set",
+                                                   "instruction=" + "[" * 10_000 + "]" * 10_000],
+         r"^error: --set instruction:1: nested deeper than 64 levels"),
+    Case("resource-bomb", "prepare-option-nested", [*PREP, "--option", "ops=" + "{{a: " * 200 + "1" + "}}" * 200,
+                                                    "--out", "o.jsonl"],
+         r"^error: --option ops:1: nested deeper than 64 levels"),
+    Case("resource-bomb", "eval-n-trillion", [*EVAL, "--data", "gsm8k:t.jsonl", "--n", "1000000000000"],
+         r"^error: sampling\.n: expected 1 <= value <= 4,096, got 1,000,000,000,000", {"t.jsonl": GSM8K_OK}),
+    Case("resource-bomb", "sample-max-new-tokens-billion", ["sample", "--model", "{model}", "--data",
+                                                           "gsm8k:t.jsonl", "--out", "o", "--max-new-tokens",
+                                                           "1000000000"],
+         r"sampling\.max_new_tokens: expected 1 <= value <= 1,048,576, got 1,000,000,000", {"t.jsonl": GSM8K_OK}),
+    Case("resource-bomb", "eval-seed-beyond-int64", [*EVAL, "--data", "gsm8k:t.jsonl", "--seed", "1" + "0" * 30],
+         r"^error: sampling\.seed: 1(0){30} is out of range \(a setting is a 64-bit integer", {"t.jsonl": GSM8K_OK}),
+    Case("resource-bomb", "run-replicas-million", ["run", "{cfg}", *W, "--set", "cluster.replicas=1000000"],
+         r"cluster\.replicas: expected 1 <= value <= 4,096, got 1,000,000"),
+    Case("resource-bomb", "run-option-1e400", ["run", "{cfg}", *W, "--set", "data.test.options.max_operand=1.0e+400"],
+         r"data\.test\.options\.max_operand: expected an integer from 2 to 1,000,000, got inf"),
+    Case("resource-bomb", "prepare-synthetic-n-trillion", [*PREP[:3], "--option", "n=1000000000000", "--out",
+                                                           "o.jsonl"],
+         r"data\.options\.n: expected an integer from 1 to 10,000,000, got 1000000000000"),
+    Case("resource-bomb", "train-workers-huge", ["train", "--kind", "sft", "--model", "{model}", "--data", "s.jsonl",
+                                                 "--out", "o", "--workers", "100000"],
+         r"num_workers: expected 1 <= value <= 4,096", {"s.jsonl": SFT_OK}),
+    Case("resource-bomb", "tiny-model-too-big", ["models", "tiny", "--out", "m", "--layers", "100000"],
+         r"^error: --hidden 128 --layers 100000 --vocab-size 512: [\d,]+ parameters; a tiny model is at most "
+         r"1,000,000,000"),
+    Case("resource-bomb", "grade-processes-million", ["grade", "in.jsonl", "--out", "o.jsonl", "--processes",
+                                                      "1000000"],
+         r"--processes: 1000000 is not in the range 1<=x<=256", {"in.jsonl": GRADE_OK}),
+    Case("resource-bomb", "prepare-jsonl-line-32mib", ["data", "prepare", "gsm8k", "--input", "l.jsonl", "--out",
+                                                       "o.jsonl"],
+         r"^error: l\.jsonl:2: a line longer than 33,554,432 bytes", {"l.jsonl": _long_line}),
+    Case("resource-bomb", "prepare-jsonl-nested-100k", ["data", "prepare", "jsonl", "--input", "d.jsonl", "--out",
+                                                        "o.jsonl"],
+         r"^error: d\.jsonl:1: values nested more than 64 levels deep",
+         {"d.jsonl": '{"question": "q", "meta": ' + DEEP + '}\n'}),
+    Case("resource-bomb", "show-json-list-nested", ["data", "show", "d.json"],
+         r"^error: d\.json: values nested more than 64 levels deep", {"d.json": "[" + DEEP + "]"}),
+    Case("resource-bomb", "grade-float-1e400", ["grade", "g.jsonl", "--out", "o.jsonl"],
+         r"^error: g\.jsonl:2: the number 1e400 is beyond the range of a float",
+         {"g.jsonl": GRADE_OK + '{"pred": 1e400, "gold": "1"}\n'}),
+    Case("resource-bomb", "prepare-int-5000-digits", ["data", "prepare", "gsm8k", "--input", "i.jsonl", "--out",
+                                                      "o.jsonl"],
+         r"^error: i\.jsonl:1: a number of 5,000 digits \(at most 4,300",
+         {"i.jsonl": '{"id": ' + "7" * 5000 + ', "question": "q", "answer": "#### 1"}\n'}),
     # -- corrupt run state ----------------------------------------------------------------------
     Case("run state", "status-state-malformed", ["status", "r"], r"corrupt run state: .*state\.json:1: malformed JSON"
          r".*delete it", {"r/state.json": '{"stages": {'}),

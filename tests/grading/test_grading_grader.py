@@ -99,3 +99,14 @@ def test_w2s_weak_outputs_match_the_papers_grading(shared_data_dir: Path) -> Non
     differ = [(r["pred"], r["gold"]) for r, (_, ok) in zip(rows, graded) if ok != bool(r["result"])]
     # the only disagreements: the paper's string match calls "4.20" vs "4.2" wrong
     assert len(differ) == sum(map(trailing_zero_case, rows)) > 0
+
+
+def test_whole_call_budget() -> None:
+    """Past ``budget_s`` grade_many stops with how far it got, however cheap each row's bound."""
+    from raysys.grading.grader import BudgetExceeded
+
+    rows = [(f"\\boxed{{x^2+{i}x+1}}", f"(x+{i})^2") for i in range(5)]      # each needs sympy
+    with pytest.raises(BudgetExceeded, match=r"after the 1e-06 s budget with 0 of 5 rows decided") as e:
+        grade_many(rows, processes=1, budget_s=1e-6)
+    assert (e.value.done, e.value.total) == (0, 5)
+    assert grade_many([("2", "2"), ("3", "2")], budget_s=60) == [("2", True), ("3", False)]

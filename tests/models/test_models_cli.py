@@ -83,3 +83,14 @@ def test_help_lists_options(args: list[str]) -> None:
     res = _invoke(*args)
     assert res.exit_code == 0
     assert ("--vocab-size" in res.output) == (args[1] == "tiny")
+
+
+def test_tiny_size_bound_before_torch() -> None:
+    from raysys.cli.models import MAX_TINY_PARAMS, tiny_param_count
+
+    assert tiny_param_count(hidden=128, layers=2, heads=2, kv_heads=None, intermediate=None,
+                            vocab_size=512) == 590_464          # the session's tiny model
+    res = _invoke("models", "tiny", "--out", "unused", "--hidden", "8192", "--heads", "128",
+                  "--layers", "64")
+    assert isinstance(res.exception, ConfigError)
+    assert f"a tiny model is at most {MAX_TINY_PARAMS:,}" in str(res.exception)
