@@ -22,8 +22,9 @@ def _pair(text: str) -> tuple[str, str]:
 def compare(run_dirs: tuple[str, ...], pairs: tuple[str, ...]) -> None:
     """Each run's paired difference and their mean, with an interval that covers training
     noise: for runs of one config with other seeds, graded on the same test problems."""
-    from raysys.pipeline.replicates import replicates_table
+    from raysys.pipeline.replicates import check_distinct_runs, replicates_table
     from raysys.pipeline.report_cmd import load_result
 
+    check_distinct_runs(run_dirs)
     runs = [(d, load_result(d)) for d in run_dirs]
     click.echo(replicates_table(runs, [_pair(p) for p in pairs] or None))

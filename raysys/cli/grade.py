@@ -29,7 +29,6 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
     from raysys.grading import grade_many
     from raysys.grading.grader import BudgetExceeded
 
-    out_path = str(Path(out_path).expanduser())    # checked and written at the same path
 
     # before reading or grading anything; --out over IN.jsonl would replace the predictions
     check_not_an_input(out_path, {"IN.jsonl": in_path}, "--out")
@@ -55,7 +54,7 @@ def grade_file(in_path: str, out_path: str, style: str = "default",
                         "--time-budget or grade the file in parts") from None
     out_rows = [{**row, "pred_answer": ans, "correct": ok}
                 for (_, row), (ans, ok) in zip(records, graded)]
-    atomic_write_jsonl(out_path, out_rows)
+    atomic_write_jsonl(Path(out_path).expanduser(), out_rows)   # where it was checked (~ expanded)
     return sum(ok for _, ok in graded), len(graded)
 
 

@@ -384,6 +384,41 @@ def read_manifest(stage_dir: str | Path) -> dict | None:
     return manifest
 
 
+def verify_stage(stage_dir: str | Path, manifest: dict | None = None) -> None:
+    """A complete stage's data is what its manifest recorded: every listed part present with
+    its checksum, no unlisted ``part-*.parquet`` beside them (read_stage would mix its rows in),
+    and the rows adding up. ``DataError`` naming the part and what is wrong; deleting the stage
+    dir (the recovery) makes a re-run rebuild it. Reads every part once (sha256)."""
+    d = Path(stage_dir)
+    if manifest is None:
+        manifest = read_manifest(d)
+        if manifest is None:
+            raise DataError(f"{d}: no {MANIFEST} (the stage is not complete)")
+    listed: dict[str, dict] = {}
+    for i, entry in enumerate(manifest.get("parts", [])):
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not (isinstance(name, str) and name.startswith("part-") and name.endswith(".parquet")
+                and "/" not in name and "\\" not in name) \
+                or not isinstance(entry.get("rows"), int) or not isinstance(entry.get("sha256"), str):
+            raise DataError(f"{d / MANIFEST}: parts[{i}]: expected {{file: part-*.parquet, rows, "
+                            f"sha256}}, got {entry!r}"[:300])
+        listed[name] = entry
+    for name, entry in listed.items():
+        f = d / name
+        if not f.is_file():
+            raise DataError(f"{d}: {name} is gone (the manifest lists it)")
+        if _sha256(f) != entry["sha256"]:
+            raise DataError(f"{d}: {name} does not match its checksum in {MANIFEST} (changed or "
+                            "damaged after the stage completed)")
+    extra = sorted(p.name for p in d.glob("part-*.parquet") if p.name not in listed)
+    if extra:
+        raise DataError(f"{d}: {', '.join(extra[:3])} not in {MANIFEST} (a part added after the "
+                        "stage completed; its rows would be read with the stage's)")
+    total = sum(e["rows"] for e in listed.values())
+    if listed and total != manifest["rows"]:
+        raise DataError(f"{d / MANIFEST}: its parts hold {total} rows, it says {manifest['rows']}")
+
+
 # ------------------------------------------------------------------------------------------
 # Output paths: checked before any work, so a bad --out costs nothing and leaves nothing
 # ------------------------------------------------------------------------------------------

@@ -37,6 +37,40 @@ def default_pairs(result: Result) -> list[tuple[str, str]]:
 MAJ_SUFFIX = "@maj"      # ROW@maj: the row's maj@k votes instead of its greedy answers
 
 
+def check_distinct_runs(run_dirs: Sequence[str]) -> None:
+    """Each run dir counts once: not the same directory twice (as given, through ``..``, ``~``
+    or a symlink) and not a copy of another (the same ``state.json`` invocation history, which
+    a rerun never shares). A run counted twice would shrink the interval as if it replicated.
+    ``DataError`` naming both."""
+    import os
+    from pathlib import Path
+
+    from raysys.pipeline.run_dir import STATE, _read_state
+
+    seen: dict[tuple, str] = {}
+    history: dict[str, str] = {}
+    for d in run_dirs:
+        p = Path(d).expanduser()
+        try:
+            st = os.stat(p)
+            ident: tuple = (st.st_dev, st.st_ino)
+        except OSError:
+            ident = (str(p.resolve()),)
+        if ident in seen:
+            raise DataError(f"{d}: the same run dir as {seen[ident]} (given twice"
+                            f"{'' if d == seen[ident] else ', under another name'}); each run "
+                            "counts once")
+        seen[ident] = d
+        state = p / STATE
+        runs = _read_state(state).get("runs") if state.is_file() else None
+        if runs:
+            key = repr(runs)
+            if key in history:
+                raise DataError(f"{d}: a copy of {history[key]} (its {STATE} records the same "
+                                "invocations); each run counts once: compare reruns, not copies")
+            history[key] = d
+
+
 def _outcomes(name: str, result: Result, row_name: str) -> Mapping[str, Any]:
     """Per-problem outcomes of ``row_name`` (greedy; ``ROW@maj``: maj@k votes) in run ``name``."""
     maj = row_name.endswith(MAJ_SUFFIX)

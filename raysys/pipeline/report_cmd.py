@@ -7,7 +7,7 @@ those files' data so it tests on synthetic fixtures.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,30 +32,96 @@ class ReportFiles:
 
 
 def load_result(run_dir: str | Path) -> dict[str, Any]:
-    """A run's ``result.json``, checked: ``method``, and ``evals`` rows with model/correct/n."""
-    p = Path(run_dir) / RESULT_FILE
+    """A run's ``result.json``, checked (:func:`result_problem`): a report or comparison is
+    never drawn from values that are not what ``raysys run`` writes."""
+    from raysys.data.io import read_json
+
+    p = Path(run_dir).expanduser() / RESULT_FILE
     if not p.is_file():
         raise DataError(f"{p}: not found (the run has not finished; `raysys run` on its config "
                         "resumes and finishes it)")
+    fix = ("; it is written by `raysys run` when a run finishes: re-run the run's config "
+           f"(`raysys run {p.parent / 'config.yaml'}`) to write it again")
     try:
-        result = json.loads(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{p}: not UTF-8 text (expected the JSON that `raysys run` writes)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+        result = read_json(p, allow_nan=False)
+    except DataError as e:
+        raise DataError(f"{e}{fix}") from None
+    wrong = result_problem(result)
+    if wrong:
+        raise DataError(f"{p}: {wrong}{fix}")
+    return result
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+
+def _outcome_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, bool) for x in v.values())
+
+
+def result_problem(result: Any) -> str | None:
+    """What is wrong with a ``result.json`` value, or None. ``method`` a plain name; ``title``
+    text; ``evals`` a list of rows with a unique text ``model``, integers ``0 <= correct <= n``,
+    ``maj_acc`` / ``pass_acc`` fractions in [0, 1], ``maj_k`` an integer >= 1, outcomes objects
+    of problem id -> true/false with ``correct`` true ones at most; ``sections`` an object of
+    texts; ``extra`` an object (its ``test_time`` round tables numeric). Pure."""
     if not isinstance(result, dict) or not isinstance(result.get("evals"), list):
-        raise DataError(f"{p}: expected an object with an 'evals' list")
-    if not result.get("method"):
-        raise DataError(f"{p}: expected a 'method' (w2s, llm2 or critique)")
+        return "expected an object with an 'evals' list"
+    method = result.get("method")
+    if not isinstance(method, str) or not method:
+        return "expected a 'method' (w2s, llm2 or critique)"
+    if result.get("title") is not None and not isinstance(result["title"], str):
+        return f"title: expected text, got {result['title']!r}"[:200]
+    seen: set[str] = set()
     for i, row in enumerate(result["evals"]):
         missing = [k for k in ("model", "correct", "n") if not isinstance(row, dict) or k not in row]
         if missing:
-            raise DataError(f"{p}: evals[{i}] lacks {missing}")
-        c, n = row["correct"], row["n"]
+            return f"evals[{i}] lacks {missing}"
+        name, c, n = row["model"], row["correct"], row["n"]
+        if not isinstance(name, str) or not name:
+            return f"evals[{i}].model: expected a row name (text), got {name!r}"
+        if name in seen:
+            return f"evals[{i}]: row '{name}' appears twice (its comparisons would be ambiguous)"
+        seen.add(name)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (c, n)) or not 0 <= c <= n:
-            raise DataError(f"{p}: evals[{i}] ({row['model']}): expected integers 0 <= correct <= n, "
-                            f"got correct={c!r} n={n!r}")
-    return result
+            return f"evals[{i}] ({name}): expected integers 0 <= correct <= n, got correct={c!r} n={n!r}"
+        for key in ("maj_acc", "pass_acc"):
+            if row.get(key) is not None and not _fraction(row[key]):
+                return f"evals[{i}] ({name}).{key}: expected a fraction in [0, 1], got {row[key]!r}"
+        if row.get("maj_k") is not None and not (isinstance(row["maj_k"], int)
+                                                 and not isinstance(row["maj_k"], bool) and row["maj_k"] >= 1):
+            return f"evals[{i}] ({name}).maj_k: expected an integer >= 1, got {row['maj_k']!r}"
+        for key in OUTCOME_KEYS:
+            if row.get(key) is not None and not _outcome_map(row[key]):
+                return (f"evals[{i}] ({name}).{key}: expected an object of problem id -> "
+                        "true/false")
+    sections = result.get("sections")
+    if sections is not None and not (isinstance(sections, dict)
+                                     and all(isinstance(v, str) for v in sections.values())):
+        return "sections: expected an object of heading -> text"
+    extra = result.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        return f"extra: expected an object, got {type(extra).__name__}"
+    from raysys.pipeline.figures import round_tables
+
+    from raysys.pipeline.figures import TT_MODES
+
+    try:
+        tables = round_tables(result)
+        for gate, table in tables.items():
+            first = table[0] if table and isinstance(table[0], dict) else {}
+            need = {"round", "tokens_total"} | {f"{m}{x}" for m in TT_MODES if m in first
+                                                for x in ("", "_lo", "_hi")}
+            for r in table:
+                if not isinstance(r, dict) or not need <= set(r) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in r.values()):
+                    return (f"the test-time round table of '{gate}': expected rows of finite "
+                            f"numbers with {', '.join(sorted(need))}")
+    except (ValueError, TypeError, AttributeError) as e:
+        return f"the test-time round tables: {' '.join(str(e).split())[:200]}"
+    return None
 
 
 def baseline_row(method: str, evals: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -135,9 +201,9 @@ def regenerate(run_dir: str | Path, *, figures: bool = True) -> ReportFiles:
     from raysys.pipeline.report import write_report
     from raysys.pipeline.run_dir import load_state
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     result = load_result(run_dir)
-    state = load_state(run_dir)
+    state = load_state(run_dir, verify=False)      # the report is drawn from result.json
     check_report_outputs(run_dir, str(result["method"]), figures=figures and bool(result["evals"]))
     pngs: list[Path] = []
     if figures and result["evals"]:

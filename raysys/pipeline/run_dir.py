@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import socket
 import shutil
 import time
@@ -257,12 +259,20 @@ def stage_end_line(key: str, rows: int | None, seconds: float | None, run_s: flo
     return f"{key}: {what}{took}{train} (run {fmt_duration(run_s)})"
 
 
-def load_state(run_dir: str | Path) -> dict[str, Any]:
-    """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent/corrupt."""
-    p = Path(run_dir) / STATE
+def load_state(run_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Read a run dir's ``state.json`` (for ``raysys status``); StageError when absent/corrupt.
+
+    With ``verify`` every stage it shows complete is checked on disk too (:func:`check_run_data`:
+    manifests, parts and their checksums, model dirs), so status never shows a stage complete
+    whose data is gone or changed."""
+    d = Path(run_dir).expanduser()
+    p = d / STATE
     if not p.is_file():
         raise StageError(f"{run_dir}: not a run directory (no {STATE})")
-    return _read_state(p)
+    state = _read_state(p)
+    if verify:
+        check_run_data(d, state)
+    return state
 
 
 # ------------------------------------------------------------------------------------------
@@ -313,7 +323,100 @@ def _read_state(p: Path) -> dict[str, Any]:
             or not all(isinstance(v, dict) for v in state.get("stages", {}).values()):
         raise StageError(f"corrupt run state: {p}: expected an object with 'stages' (an object of "
                          f"objects) and 'runs' (a list){fix}")
+    wrong = state_problem(state)
+    if wrong:
+        raise StageError(f"corrupt run state: {p}: {wrong}{fix}")
     return state
+
+
+STAGE_STATUSES = ("running", "complete", "failed")
+# Stage metrics the report's timings and throughput compute with (raysys.pipeline.report).
+REPORTED_METRICS = ("grading_s", "engine_s", "elapsed_s", "tokens_per_s", "samples_per_s",
+                    "tokens_generated", "samples", "rows_generated")
+_STAGE_KEY = re.compile(r"^(iter_\d+|models)/[^/\\]+$")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a ``state.json`` object (its shape already checked), or
+    None: stage keys (``iter_<k>/<name>``, ``models/<name>``), each stage's status, seconds and
+    rows (finite, >= 0), metrics (an object), times and texts; each run's fields. Pure."""
+    def kind(v: Any) -> str:
+        return repr(v)[:60]
+
+    for key, e in state.get("stages", {}).items():
+        where = f"stages[{key!r}]"
+        if not _STAGE_KEY.match(str(key)) or ".." in str(key):
+            return f"{where}: expected a stage key iter_<k>/<name> or models/<name>"
+        if e.get("status") is not None and e.get("status") not in STAGE_STATUSES:
+            return f"{where}.status: expected one of {', '.join(STAGE_STATUSES)}, got {kind(e.get('status'))}"
+        for name in ("seconds", "rows"):
+            v = e.get(name)
+            if v is not None and not _number(v) or name == "rows" and v is not None and not isinstance(v, int):
+                what = "an integer" if name == "rows" else "a finite number"
+                return f"{where}.{name}: expected {what} >= 0 or null, got {kind(v)}"
+        if e.get("metrics") is not None and not isinstance(e["metrics"], dict):
+            return f"{where}.metrics: expected an object, got {kind(e['metrics'])}"
+        for name in REPORTED_METRICS:
+            v = (e.get("metrics") or {}).get(name)
+            if v is not None and not _number(v):
+                return f"{where}.metrics.{name}: expected a finite number >= 0, got {kind(v)}"
+        for name in ("start", "end", "phase", "kind", "path", "error"):
+            if e.get(name) is not None and not isinstance(e[name], str):
+                return f"{where}.{name}: expected text or null, got {kind(e[name])}"
+    for i, r in enumerate(state.get("runs", [])):
+        if not isinstance(r, dict):
+            return f"runs[{i}]: expected an object, got {kind(r)}"
+        if r.get("seconds") is not None and not _number(r["seconds"]):
+            return f"runs[{i}].seconds: expected a finite number >= 0 or null, got {kind(r['seconds'])}"
+        for name in ("start", "end", "host"):
+            if r.get(name) is not None and not isinstance(r[name], str):
+                return f"runs[{i}].{name}: expected text or null, got {kind(r[name])}"
+        pid = r.get("pid")
+        if pid is not None and not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
+            return f"runs[{i}].pid: expected a process id or null, got {kind(pid)}"
+    return None
+
+
+def _check_model_stage(d: Path) -> None:
+    """A complete model stage that holds a model (config.json or adapter_config.json) still
+    has its weights (their safetensors headers whole); ``ModelError`` otherwise."""
+    from raysys.models.loading import check_model_dir
+
+    if (d / "config.json").is_file() or (d / "adapter_config.json").is_file():
+        check_model_dir(d)
+
+
+def check_run_data(run_dir: Path, state: dict[str, Any]) -> None:
+    """Every stage ``state`` shows complete is complete on disk: a data stage's manifest with
+    its parts whole (:func:`raysys.data.io.verify_stage`), a model stage's dir with its marker
+    and weights (config.json and safetensors headers). ``StageError`` naming the stage and the
+    recovery: delete it and re-run, which rebuilds it."""
+    from raysys.data.io import MANIFEST, verify_stage
+    from raysys.errors import ModelError
+
+    for key, e in state.get("stages", {}).items():
+        if e.get("status") != "complete":
+            continue
+        d = run_dir / key
+        fix = (f"; delete {d} and re-run the run's command (`raysys run {run_dir / CONFIG}`) to "
+               f"rebuild stage {key}")
+        try:
+            if key.startswith("models/"):
+                if not (d / MODEL_MARKER).is_file():
+                    raise StageError(f"{d}: its {MODEL_MARKER} is gone, though {STATE} shows the "
+                                     "model complete")
+                _check_model_stage(d)
+            else:
+                if not (d / MANIFEST).is_file():
+                    raise StageError(f"{d}: its {MANIFEST} is gone, though {STATE} shows the stage "
+                                     "complete")
+                verify_stage(d)
+        except (DataError, ModelError, StageError) as err:
+            raise StageError(f"damaged run data: {err}{fix}") from None
 
 
 def read_model_marker(p: Path) -> dict[str, Any]:
@@ -349,10 +452,23 @@ def _read_old_config(p: Path) -> dict[str, Any]:
 def check_run_state(run_dir: Path) -> None:
     """Read every stage manifest and model marker of ``run_dir`` once, so a damaged one fails
     before Ray starts (not in the middle of a run)."""
+    from raysys.data.io import verify_stage
+    from raysys.errors import ModelError
+
     for manifest in sorted(run_dir.glob(f"iter_*/*/{'_MANIFEST.json'}")):
         try:
-            read_manifest(manifest.parent)
+            verify_stage(manifest.parent, read_manifest(manifest.parent))
         except DataError as e:
-            raise StageError(f"corrupt run state: {e}") from None
+            if "corrupt manifest" in str(e) or "malformed JSON" in str(e) or "binary" in str(e) \
+                    or "not UTF-8" in str(e):
+                raise StageError(f"corrupt run state: {e}") from None
+            # a complete stage whose parts are gone or changed would be skipped, its data wrong
+            raise StageError(f"damaged run data: {e}; delete {manifest.parent} and re-run to "
+                             f"rebuild the stage") from None
     for marker in sorted(run_dir.glob(f"models/*/{MODEL_MARKER}")):
         read_model_marker(marker)
+        try:
+            _check_model_stage(marker.parent)
+        except ModelError as e:
+            raise StageError(f"damaged run data: {e}; delete {marker.parent} and re-run to train "
+                             "the model again") from None

@@ -144,6 +144,43 @@ def _long_line(path: Path, model: Path) -> None:
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _complete_stage(edit: Callable[[Path], None] | None = None) -> Callable[[Path, Path], None]:
+    """A complete ``sft`` stage (one part, its manifest with the checksum), then ``edit(dir)``."""
+    def build(path: Path, model: Path) -> None:
+        from raysys.data.io import write_manifest, write_part
+
+        write_part(path, "00000", [{"prompt": "q", "response": "a", "source": "t"}], "sft")
+        write_manifest(path, "sft")
+        if edit is not None:
+            edit(path)
+    return build
+
+
+def _flip_last_byte(d: Path) -> None:
+    f = d / "part-00000.parquet"
+    data = bytearray(f.read_bytes())
+    data[-20] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def _state(pid: int = 4242, **stages: dict) -> str:
+    runs = [{"start": "2026-12-07T10:00:00Z", "end": "2026-12-07T10:05:00Z", "seconds": 300.0,
+             "pid": pid, "host": "box"}]
+    return json.dumps({"stages": {k.replace("__", "/"): v for k, v in stages.items()}, "runs": runs})
+
+
+def _result(*rows: dict, **extra: object) -> str:
+    return json.dumps({"method": "llm2", "evals": list(rows) or
+                       [{"model": "plain", "correct": 1, "n": 2, "outcomes": {"p0": True, "p1": False}},
+                        {"model": "guided", "correct": 2, "n": 2, "outcomes": {"p0": True, "p1": True}}],
+                       **extra})
+
+
+COMPLETE = {"status": "complete", "seconds": 1.5, "rows": 1}
+STATE_STAGE = _state(iter_0__s=COMPLETE)
+ROW_A = {"model": "a", "correct": 1, "n": 2}
 DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
 ONLY_CONFIG = _model_copy(keep=("config.json",))
 ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
@@ -566,6 +603,71 @@ CASES: list[Case] = [
          {"r/state.json": "{}", "r/config.yaml": "a: [\n"}),
     Case("run state", "show-manifest-binary", ["data", "show", "st"], r"_MANIFEST\.json:\d+: a binary file.*delete",
          {"st/part-00000.parquet": _parquet([{"a": 1}]), "st/_MANIFEST.json": BINARY}),
+    # -- run state and reports: what is read is validated, each error says how to recover ------
+    Case("run-state", "report-sections-not-text", ["report", "r", "--no-figures"],
+         r"^error: r/result\.json: sections: expected an object of heading -> text; it is written by "
+         r"`raysys run` when a run finishes: re-run the run's config",
+         {"r/result.json": _result(sections={"Notes": 5}), "r/state.json": STATE_STAGE}),
+    Case("run-state", "report-maj-acc-out-of-range", ["report", "r"],
+         r"evals\[0\] \(a\)\.maj_acc: expected a fraction in \[0, 1\], got 1\.7",
+         {"r/result.json": _result({**ROW_A, "maj_acc": 1.7, "maj_k": 4}), "r/state.json": "{}"}),
+    Case("run-state", "report-result-nan", ["report", "r"], r"r/result\.json: NaN is not valid JSON",
+         {"r/result.json": _result({**ROW_A, "maj_acc": float("nan")}), "r/state.json": "{}"}),
+    Case("run-state", "report-row-twice", ["report", "r"],
+         r"evals\[1\]: row 'a' appears twice \(its comparisons would be ambiguous\)",
+         {"r/result.json": _result(ROW_A, ROW_A), "r/state.json": "{}"}),
+    Case("run-state", "report-round-table-garbage", ["report", "r"],
+         r"the test-time round table of 'oracle': expected rows of finite numbers with last, last_hi, "
+         r"last_lo, round, tokens_total",
+         {"r/result.json": json.dumps({"method": "critique", "evals": [ROW_A],
+                                       "extra": {"test_time": {"oracle": [{"round": 1, "last": 0.5}]}}}),
+          "r/state.json": "{}"}),
+    Case("run-state", "report-state-seconds-text", ["report", "r"],
+         r"corrupt run state: r/state\.json: stages\['iter_0/s'\]\.seconds: expected a finite number >= 0 "
+         r"or null, got 'abc'; delete it",
+         {"r/result.json": _result(), "r/state.json": _state(iter_0__s={**COMPLETE, "seconds": "abc"})}),
+    Case("run-state", "report-state-metric-text", ["report", "r", "--no-figures"],
+         r"stages\['iter_0/s'\]\.metrics\.grading_s: expected a finite number >= 0, got 'slow'",
+         {"r/result.json": _result(), "r/state.json": _state(iter_0__s={**COMPLETE,
+                                                                         "metrics": {"grading_s": "slow"}})}),
+    Case("run-state", "status-runs-not-objects", ["status", "r"], r"r/state\.json: runs\[0\]: expected an object",
+         {"r/state.json": '{"stages": {}, "runs": [1]}'}),
+    Case("run-state", "status-stage-key-escapes", ["status", "r"],
+         r"stages\['\.\./\.\./etc'\]: expected a stage key iter_<k>/<name> or models/<name>",
+         {"r/state.json": _state(**{"..__..__etc": COMPLETE})}),
+    Case("run-state", "status-part-gone", ["status", "r"],
+         r"^error: damaged run data: .*r/iter_0/s: part-00000\.parquet is gone \(the manifest lists it\); "
+         r"delete .*r/iter_0/s and re-run the run's command \(`raysys run .*r/config\.yaml`\) to rebuild "
+         r"stage iter_0/s", {"r/state.json": STATE_STAGE, "r/iter_0/s": _complete_stage(_drop("part-00000.parquet"))}),
+    Case("run-state", "status-part-checksum", ["status", "r"],
+         r"damaged run data: .*part-00000\.parquet does not match its checksum in _MANIFEST\.json",
+         {"r/state.json": STATE_STAGE, "r/iter_0/s": _complete_stage(_flip_last_byte)}),
+    Case("run-state", "status-part-not-in-manifest", ["status", "r"],
+         r"damaged run data: .*part-00001\.parquet not in _MANIFEST\.json",
+         {"r/state.json": STATE_STAGE, "r/iter_0/s": _complete_stage(
+             lambda d: shutil.copy(d / "part-00000.parquet", d / "part-00001.parquet"))}),
+    Case("run-state", "status-manifest-gone", ["status", "r"],
+         r"damaged run data: .*r/iter_0/s: its _MANIFEST\.json is gone, though state\.json shows the stage "
+         r"complete", {"r/state.json": STATE_STAGE, "r/iter_0/s": _complete_stage(_drop("_MANIFEST.json"))}),
+    Case("run-state", "status-model-weights-gone", ["status", "r"],
+         r"damaged run data: model directory .*r/models/m: no \*\.safetensors weights; delete .*r/models/m",
+         {"r/state.json": _state(models__m={"status": "complete"}),
+          "r/models/m": _model_copy(_drop("model.safetensors")),
+          "r/models/m/_COMPLETE.json": '{"name": "m"}'}),
+    Case("run-state", "run-resume-part-changed", ["run", "{cfg}", *W],
+         r"^error: damaged run data: .*r/iter_0/s: part-00000\.parquet does not match its checksum.*delete "
+         r".*r/iter_0/s and re-run", {"r/state.json": STATE_STAGE, "r/iter_0/s": _complete_stage(_flip_last_byte)}),
+    Case("run-state", "compare-same-dir-twice", ["compare", "r1", "r1"],
+         r"^error: r1: the same run dir as r1 \(given twice\); each run counts once",
+         {"r1/result.json": _result(), "r1/state.json": STATE_STAGE}),
+    Case("run-state", "compare-symlink-to-a-run", ["compare", "r1", "r2", "l"],
+         r"^error: l: the same run dir as r1 \(given twice, under another name\)",
+         {"r1/result.json": _result(), "r1/state.json": STATE_STAGE, "l": _symlink("r1"),
+          "r2/result.json": _result(), "r2/state.json": _state(pid=4343)}),
+    Case("run-state", "compare-copied-run", ["compare", "r1", "./r2/"],
+         r"^error: \./r2/: a copy of r1 \(its state\.json records the same invocations\)",
+         {"r1/result.json": _result(), "r1/state.json": STATE_STAGE,
+          "r2/result.json": _result(), "r2/state.json": STATE_STAGE}),
     # -- addresses, duplicate keys, --data without NAME: ----------------------------------------
     Case("misc", "run-unreachable-address", ["run", "{cfg}", *W, "--set", "cluster.address=127.0.0.1:{port}"],
          r"cluster\.address: cannot reach Ray at 127\.0\.0\.1:\d+ \(Connection refused"),

@@ -174,7 +174,7 @@ def test_report_on_an_unfinished_or_corrupt_run_names_the_file(tmp_path: Path) -
     with pytest.raises(DataError, match=r"result\.json: not found \(the run has not finished"):
         regenerate(d)
     (d / "result.json").write_text('{"method": "w2s",\n "evals": [}')
-    with pytest.raises(DataError, match=r"result\.json:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"result\.json:2: malformed JSON"):
         regenerate(d)
     (d / "result.json").write_text(json.dumps({"method": "w2s", "evals": [{"model": "a"}]}))
     with pytest.raises(DataError, match=r"evals\[0\] lacks \['correct', 'n'\]"):
@@ -185,7 +185,7 @@ def test_report_on_an_unfinished_or_corrupt_run_names_the_file(tmp_path: Path) -
                                         r"got correct=5 n=4"):
         regenerate(d)
     (d / "result.json").write_bytes(b"\xff\xfe{")
-    with pytest.raises(DataError, match=r"result\.json: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"result\.json:1: not UTF-8 text"):
         regenerate(d)
     assert not (d / "figures").exists()
 

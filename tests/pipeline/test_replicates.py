@@ -110,7 +110,8 @@ def test_malformed_outcomes_name_the_run_and_row(tmp_path: Path, outcomes: Any) 
     (b / "result.json").write_text(json.dumps(result))
     out = _compare(str(a), str(b), "--pair", "plain:guided_beta1")
     assert isinstance(out.exception, DataError)
-    assert f"{b}: row 'guided_beta1' outcomes: expected an object" in str(out.exception)
+    assert f"{b}/result.json: evals[1] (guided_beta1).outcomes: expected an object of problem " \
+           "id -> true/false" in str(out.exception)
 
 
 def test_runs_without_a_shared_test_set_are_refused(tmp_path: Path) -> None:
@@ -122,3 +123,22 @@ def test_runs_without_a_shared_test_set_are_refused(tmp_path: Path) -> None:
     out = _compare(str(a), str(b), "--pair", "plain:guided_beta1")
     assert isinstance(out.exception, DataError)
     assert "no problem was graded by every run" in str(out.exception)
+
+
+def test_a_run_counts_once(tmp_path: Path) -> None:
+    """The same dir twice (also through a symlink or another spelling) or a copy of a run dir
+    would shrink the interval as if it were a replicate: refused, naming both."""
+    import shutil
+
+    a, b = _run(tmp_path, "a", 8), _run(tmp_path, "b", 8)
+    for d, pid in ((a, 1), (b, 2)):
+        (d / "state.json").write_text(json.dumps({"stages": {}, "runs": [{"pid": pid}]}))
+    (tmp_path / "link").symlink_to(a)
+    shutil.copytree(a, tmp_path / "copy")
+    for args, message in [([a, a], f"{a}: the same run dir as {a} (given twice)"),
+                          ([a, b, tmp_path / "link"], "link: the same run dir as"),
+                          ([a, b, f"{b}/../b"], "under another name"),
+                          ([a, tmp_path / "copy"], f"copy: a copy of {a}")]:
+        out = _compare(*map(str, args))
+        assert isinstance(out.exception, DataError) and message in str(out.exception), out.output
+    assert _compare(str(a), str(b)).exit_code == 0

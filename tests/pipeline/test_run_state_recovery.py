@@ -80,3 +80,53 @@ def test_run_dir_that_cannot_be_one(tmp_path: Path, layout: dict, message: str) 
         RunDir(target, CFG)
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         {Path(r).name for r in layout} | {Path(r).parent.name for r in layout if "/" in r})
+
+
+def test_damaged_stage_data_then_delete_the_stage_rebuilds_it(tmp_path: Path) -> None:
+    """A complete stage whose part is gone, changed or joined by another part is refused on
+    resume and by status (never skipped as complete); deleting the stage dir rebuilds it."""
+    import shutil
+
+    calls: list[int] = []
+    _run_once(tmp_path, calls)
+    stage = tmp_path / "iter_0" / "s"
+    part = stage / "part-00000.parquet"
+    good = part.read_bytes()
+    for damage, message in [
+        (lambda: part.unlink(), r"part-00000\.parquet is gone \(the manifest lists it\)"),
+        (lambda: part.write_bytes(good[:-1] + bytes([good[-1] ^ 1])), r"does not match its checksum"),
+        (lambda: shutil.copy(part, stage / "part-00001.parquet"), r"part-00001\.parquet not in _MANIFEST"),
+    ]:
+        damage()
+        with pytest.raises(StageError, match=rf"^damaged run data: .*{message}.*delete .*iter_0/s"):
+            RunDir(tmp_path, CFG)
+        with pytest.raises(StageError, match=rf"^damaged run data: .*{message}.*rebuild stage iter_0/s"):
+            load_state(tmp_path)
+        (stage / "part-00001.parquet").unlink(missing_ok=True)
+        part.write_bytes(good)
+    assert load_state(tmp_path)["stages"]["iter_0/s"]["status"] == "complete"
+    part.unlink()
+    shutil.rmtree(stage)                                   # the recovery the message names
+    _run_once(tmp_path, calls)
+    assert calls == [1, 1] and part.read_bytes() == good
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"stages": {"iter_0/s": {"seconds": -1}}}, r"stages\['iter_0/s'\]\.seconds: expected a finite number"),
+    ({"stages": {"iter_0/s": {"seconds": float("inf")}}}, r"\.seconds: expected a finite number"),
+    ({"stages": {"iter_0/s": {"rows": 1.5}}}, r"\.rows: expected an integer >= 0 or null, got 1\.5"),
+    ({"stages": {"iter_0/s": {"status": "done"}}}, r"\.status: expected one of running, complete, failed"),
+    ({"stages": {"iter_0/s": {"metrics": [1]}}}, r"\.metrics: expected an object"),
+    ({"stages": {"iter_0/s": {"metrics": {"engine_s": float("nan")}}}}, r"\.metrics\.engine_s: expected"),
+    ({"stages": {"/etc/x": {}}}, r"stages\['/etc/x'\]: expected a stage key"),
+    ({"runs": [{"pid": "me"}]}, r"runs\[0\]\.pid: expected a process id or null"),
+    ({"runs": [{"start": 5}]}, r"runs\[0\]\.start: expected text or null"),
+])
+def test_state_fields_are_checked(state: dict, message: str) -> None:
+    from raysys.pipeline.run_dir import state_problem
+
+    assert state_problem({"stages": {"iter_0/s": {"status": "complete", "seconds": 1.0, "rows": 3,
+                                                  "metrics": {"loss": float("nan")}}},
+                          "runs": [{"start": "t", "end": None, "pid": 12, "host": "h"}]}) is None
+    import re
+    assert re.search(message, state_problem(state) or "")
