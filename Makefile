@@ -31,7 +31,7 @@ test: venv
 	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-slow: venv
-	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" --durations=40 $(PYTEST_ARGS)
 
 test-all: venv
 	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu" $(PYTEST_ARGS)
