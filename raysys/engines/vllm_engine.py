@@ -72,6 +72,18 @@ def reload_path(current_dir: str | Path, new_dir: str | Path) -> str:
     return "restart" if tied else "in_place"
 
 
+def engine_dtype(dtype: str, on_cpu: bool) -> str:
+    """The dtype vLLM is asked for: ``auto`` resolved as :class:`~raysys.engines.hf.HFEngine`
+    resolves it (fp32 on CPU, bf16 on a GPU), so one :class:`ModelSpec` means the same numerics
+    in both engines. vLLM's own ``auto`` downcasts an fp32 checkpoint (every imported or tiny
+    model) to bf16 even on CPU: greedy outputs then differ from HF's after a few tokens, and a
+    comparison across engines (LLM2's guided decoding on HF against plain greedy on vLLM)
+    would measure the precision change too."""
+    from raysys.engines.hf import resolve_dtype
+
+    return resolve_dtype(dtype, "cpu" if on_cpu else "cuda")
+
+
 def effective_max_model_len(model_dir: str | Path, requested: int) -> int:
     """``requested`` capped at the model's ``max_position_embeddings`` (vLLM refuses more)."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
@@ -137,7 +149,8 @@ class VLLMEngine:
         cfg = self.config
         kwargs: dict[str, Any] = dict(
             model=model_dir, tokenizer=model_dir, tensor_parallel_size=cfg.tensor_parallel_size,
-            dtype=self.spec.dtype, max_model_len=effective_max_model_len(model_dir, self.spec.max_model_len),
+            dtype=engine_dtype(self.spec.dtype, self._on_cpu()),
+            max_model_len=effective_max_model_len(model_dir, self.spec.max_model_len),
             gpu_memory_utilization=cfg.gpu_memory_utilization, enforce_eager=cfg.enforce_eager,
             seed=self.seed, trust_remote_code=self.spec.trust_remote_code,
             enable_lora=self.enable_lora)
