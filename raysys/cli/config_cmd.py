@@ -16,9 +16,11 @@ def config() -> None:
 def show(path: str, overrides: tuple[str, ...]) -> None:
     """Validate PATH and print the resolved config as YAML."""
     from raysys.config import dump_yaml
+    from raysys.data.sources import check_config_data
     from raysys.models.loading import check_config_models
     from raysys.recipes import load_run_config
 
     cfg = load_run_config(path, overrides)
     check_config_models(cfg)        # model dirs it names: config.json + safetensors headers
+    check_config_data(cfg)          # its datasets load: rows well formed, ids unique
     click.echo(dump_yaml(cfg), nl=False)

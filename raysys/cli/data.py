@@ -21,6 +21,11 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"{option} {item!r}: empty key; expected KEY=VALUE")
+        if not value.strip():
+            raise ConfigError(f"{option} {key.strip()}=: no value (leave the {option} out for the "
+                              f"default{'' if option == '--field' else ', or write null'})")
         if option == "--option":
             try:
                 out[key.strip()] = load_yaml_text(value, f"--option {key.strip()}") \
@@ -56,7 +61,9 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
                                 replace_dir_atomic, write_stage)
     from raysys.data.sources import check_name, load_problems
 
-    check_name(name)  # before the spec's own checks, which would complain about the path first
+    # before the spec's own checks, which would complain about the path first
+    check_name(name, how=f"raysys data prepare jsonl --input {name}, or another format's name",
+               label="NAME")
     if input_path is not None and "://" not in input_path:     # hf:// is fetched, never written
         # --out equal to --input overwrote the raw file; a stage dir around it deleted it
         check_not_an_input(out_path, {"--input": input_path}, "--out")
@@ -69,7 +76,7 @@ def prepare(name: str, input_path: str | None, out_path: str, limit: int | None,
         raw["limit"] = limit
     spec = from_dict(DatasetSpec, raw, "data")
     table = load_problems(spec, key="data")
-    out = Path(out_path)
+    out = Path(out_path).expanduser()          # written where check_prepare_out checked it
     if out.suffix == ".parquet":
         atomic_write_parquet(out, table)
     elif out.suffix == ".jsonl":
@@ -141,9 +148,9 @@ def show(path: str, n_rows: int, width: int) -> None:
     """Row count, schema and the first rows of a parquet file, stage directory or JSONL file."""
     from raysys.data.io import DataError
 
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"{p}: file not found")
+        raise DataError(f"{path}: file not found")
     schema, rows, note = _load_for_show(p)
     click.echo(f"{p}: {len(rows)} rows")
     if note:

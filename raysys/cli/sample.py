@@ -60,6 +60,13 @@ def flags_to_dict(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# What every eval / sample needs, named by its flag with what it is (from_dict would only say
+# "model: required field missing (expected mapping)").
+REQUIRED = (("model", "--model", "the model dir (or hub id) to sample from"),
+            ("data", "--data", "the problems, NAME:PATH (e.g. gsm8k:data/test.jsonl) or synthetic"),
+            ("out", "--out", "the dir to write samples/ and metrics into"))
+
+
 def build_config(config_path: str | None, opts: dict[str, Any], overrides: tuple[str, ...]) -> Any:
     """YAML (if any) <- flags <- ``--set`` overrides, validated as an ``EvalConfig``."""
     from raysys.config import from_dict
@@ -68,6 +75,9 @@ def build_config(config_path: str | None, opts: dict[str, Any], overrides: tuple
 
     raw = load_yaml(config_path) if config_path else {}
     raw = deep_merge(deep_merge(raw, flags_to_dict(opts)), parse_overrides(overrides))
+    for key, flag, what in REQUIRED:
+        if raw.get(key) is None:
+            raise ConfigError(f"{flag}: missing; {what} (or {key}: in --config)")
     try:
         return from_dict(EvalConfig, raw)
     except ConfigError as e:

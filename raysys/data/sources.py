@@ -233,6 +233,7 @@ def load_records_as_problems(spec: DatasetSpec, key: str = "data") -> list[dict[
     ctx = RowContext(file=path, split=_split_name(path, spec), spec=spec)
     source = spec.options.get("source") if spec.name == "jsonl" else None
     out: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
     for i, (lineno, row) in enumerate(read_records(path)):
         if spec.limit is not None and len(out) >= spec.limit:
             break
@@ -240,6 +241,13 @@ def load_records_as_problems(spec: DatasetSpec, key: str = "data") -> list[dict[
         if prob is None:
             continue
         prob.setdefault("source", source or spec.name)
+        # samples, outcomes and comparisons are keyed by problem id: two problems with one id
+        # would merge their samples and count as one problem
+        seen = first_line.setdefault(str(prob["id"]), lineno)
+        if seen != lineno:
+            raise DataError(f"{ctx.where(lineno)}: id {str(prob['id'])!r} is already the id of the "
+                            f"problem on line {seen}; problem ids must be unique (fix or drop "
+                            "one of them)")
         out.append(prob)
     if not out:
         raise DataError(f"{path}: no rows left after filtering (options: {spec.options})")
@@ -270,14 +278,20 @@ def synthetic_problems(spec: DatasetSpec, key: str = "data") -> list[dict[str, A
     } for p in problems]
 
 
-def check_name(name: str, key: str = "data") -> None:
-    """Raise ``ConfigError`` listing the known datasets when ``name`` is not one of them."""
+def check_name(name: str, key: str = "data", how: str | None = None,
+               label: str | None = None) -> None:
+    """Raise ``ConfigError`` (naming ``label``, default ``<key>.name``) listing the known datasets
+    when ``name`` is not one of them. A name that is really a path gets ``how`` to give it
+    (default: the config keys and ``--data NAME:PATH``, what eval, sample and run read)."""
+    label = label or f"{key}.name"
     if name not in KNOWN_SOURCES:
         if looks_like_path(name):
-            raise ConfigError(f"{key}.name: '{name}' looks like a file path, not a dataset name; "
-                              f"expected NAME:PATH, e.g. jsonl:{name} or gsm8k:{name} "
-                              f"(names: {', '.join(KNOWN_SOURCES)})")
-        raise ConfigError(f"{key}.name: unknown dataset '{name}' (known: {', '.join(KNOWN_SOURCES)})")
+            how = how or (f"in a config name: jsonl and path: {name}; on the command line "
+                          f"--data jsonl:{name} (NAME:PATH)")
+            raise ConfigError(f"{label}: '{name}' looks like a file path, not a dataset name; "
+                              f"give the format and the path apart ({how}; names: "
+                              f"{', '.join(KNOWN_SOURCES)})")
+        raise ConfigError(f"{label}: unknown dataset '{name}' (known: {', '.join(KNOWN_SOURCES)})")
 
 
 def looks_like_path(name: str) -> bool:
@@ -295,3 +309,28 @@ def load_problems(spec: DatasetSpec, key: str = "data") -> pa.Table:
     if spec.name == "synthetic":
         return conform(synthetic_problems(spec, key), "problems")
     return conform(load_records_as_problems(spec, key), "problems")
+
+
+def check_config_data(cfg: Any, key: str = "") -> int:
+    """Load every local dataset a validated config names (each ``DatasetSpec`` in nested
+    dataclasses, dicts and lists; ``hf://`` ones are left to the run), so a bad row, a duplicate
+    id or an empty file is one error before any work, not a failed stage inside a run. Returns
+    how many datasets were read."""
+    import dataclasses
+
+    if isinstance(cfg, DatasetSpec):
+        if not (cfg.path or "").startswith("hf://"):
+            load_problems(cfg, key or "data")
+            return 1
+        return 0
+    n = 0
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            n += check_config_data(getattr(cfg, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(cfg, dict):
+        for k, v in cfg.items():
+            n += check_config_data(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            n += check_config_data(v, f"{key}[{i}]")
+    return n

@@ -116,6 +116,8 @@ def prepare_eval(cfg: EvalConfig) -> PreparedEval:
     from raysys.models.loading import check_model_dir, check_model_usable, resolve_model_path
 
     t0 = time.perf_counter()
+    # out is checked with ~ expanded (check_output_dir): written there too, not at "./~/..."
+    cfg.out = str(Path(cfg.out).expanduser())
     model_dir = resolve_model_path(cfg.model.path)   # a missing/unusable model fails here, not on Ray
     check_model_usable(model_dir, cfg.model.trust_remote_code, "model.path")
     if cfg.engine.kind == "guided":
@@ -125,7 +127,10 @@ def prepare_eval(cfg: EvalConfig) -> PreparedEval:
     from raysys.data.sources import load_problems
 
     problems = load_problems(cfg.data, "data")
-    demos = load_demos(cfg)
+    try:
+        demos = load_demos(cfg)
+    except ConfigError as e:     # select_demos names its own key; eval's is few_shot
+        raise ConfigError(str(e).replace("prompt.num_demos:", "few_shot:", 1)) from None
     return PreparedEval(cfg, problems, demos, time.perf_counter() - t0)
 
 

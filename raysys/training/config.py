@@ -170,8 +170,18 @@ class TrainConfig:
         return self.use_gpu if self.bf16 == "auto" else bool(self.bf16)
 
 
+# What ``raysys train`` needs, by field: what to give (the flag and the --config key set it).
+RUN_FIELD_REASONS = {
+    "kind": "the loss: sft, dpo, orpo or verifier (or a registered kind)",
+    "model": "the model dir to start from",
+    "data": "the training rows: parquet file, stage dir, LLaMA-Factory JSON or JSONL",
+    "out": "the output model / adapter dir",
+}
+
+
 def require_run_fields(raw: dict) -> None:
     """Checked on the raw mapping first, so a missing ``--model`` is named before any path check."""
     for name in STAGE_SET_FIELDS:
         if raw.get(name) is None:
-            raise ConfigError(f"{name}: required field missing (expected str)")
+            raise ConfigError(f"--{name}: missing; {RUN_FIELD_REASONS[name]} (or {name}: in "
+                              "--config)")

@@ -2,7 +2,8 @@
 the files it finds, and the one-line error it must end with (exit 2, nothing written).
 
 Placeholders in argv: ``{model}`` the session's tiny model dir, ``{cfg}`` the quick demo config,
-``{port}`` a closed local port. Paths are relative to the case's empty working directory.
+``{port}`` a closed local port. Paths are relative to the case's empty working directory; ``env``
+values may name it as ``{root}`` (``HOME`` for ``~`` paths).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Case:
     error: str                                  # regex searched in the one stderr line
     files: Files = field(default_factory=dict)
     xfail: str | None = None                    # a fix needed in a file this task does not own
+    env: dict[str, str] = field(default_factory=dict)   # set for the case; {root}: its directory
 
 
 # -- builders for files that are not plain content -------------------------------------------
@@ -178,6 +180,14 @@ def _result(*rows: dict, **extra: object) -> str:
                        **extra})
 
 
+def _hard_rows(path: Path, model: Path) -> None:
+    """100 rows that only sympy can decide (no fast string or number answer)."""
+    path.write_text("".join(json.dumps({"pred": f"\\boxed{{x^{i % 7 + 2}+{i}x+1}}", "gold": f"(x+{i})^2"})
+                            + "\n" for i in range(100)))
+
+
+HOME = {"HOME": "{root}/home"}
+DUP_IDS = '{"id": 7, "question": "1+1?", "answer": "so\\n#### 2"}\n{"id": 7, "question": "2+2?", "answer": "#### 4"}\n'
 COMPLETE = {"status": "complete", "seconds": 1.5, "rows": 1}
 STATE_STAGE = _state(iter_0__s=COMPLETE)
 ROW_A = {"model": "a", "correct": 1, "n": 2}
@@ -668,6 +678,64 @@ CASES: list[Case] = [
          r"^error: \./r2/: a copy of r1 \(its state\.json records the same invocations\)",
          {"r1/result.json": _result(), "r1/state.json": STATE_STAGE,
           "r2/result.json": _result(), "r2/state.json": STATE_STAGE}),
+    # -- smaller ones: ~ paths read where they are checked, duplicate ids, empty values,
+    #    missing arguments with their reason, hints naming the command's own options, a budget --
+    Case("small", "show-tilde-binary", ["data", "show", "~/b.jsonl"], r"^error: .*/home/b\.jsonl:1: binary data",
+         {"home/b.jsonl": BINARY}, env=HOME),
+    Case("small", "config-show-tilde-binary", ["config", "show", "~/c.yaml"], r"^error: .*/home/c\.yaml:1: a binary",
+         {"home/c.yaml": BINARY}, env=HOME),
+    Case("small", "status-tilde-corrupt-state", ["status", "~/r"],
+         r"^error: corrupt run state: .*/home/r/state\.json:1: malformed JSON", {"home/r/state.json": "{"},
+         env=HOME),
+    Case("small", "report-tilde-result-binary", ["report", "~/r"], r"^error: .*/home/r/result\.json:1: a binary",
+         {"home/r/result.json": BINARY, "home/r/state.json": "{}"}, env=HOME),
+    Case("small", "tiny-tilde-corpus-binary", ["models", "tiny", "--corpus", "~/c.txt", "--out", "m"],
+         r"^error: .*/home/c\.txt:1: a binary file", {"home/c.txt": BINARY}, env=HOME),
+    Case("small", "compare-tilde-same-run", ["compare", "home/r", "~/r"],
+         r"^error: ~/r: the same run dir as home/r \(given twice, under another name\)",
+         {"home/r/result.json": _result(), "home/r/state.json": STATE_STAGE}, env=HOME),
+    Case("small", "prepare-duplicate-ids", ["data", "prepare", "gsm8k", "--input", "t.jsonl", "--out", "o.jsonl"],
+         r"^error: t\.jsonl:2: id '7' is already the id of the problem on line 1; problem ids must be unique",
+         {"t.jsonl": DUP_IDS}),
+    Case("small", "eval-duplicate-ids", [*EVAL, "--data", "jsonl:t.jsonl", "--set", "data.fields.gold_answer=a"],
+         r"^error: t\.jsonl:2: id 'q' is already the id of the problem on line 1",
+         {"t.jsonl": '{"id": "q", "question": "a", "a": "1"}\n{"id": "q", "question": "b", "a": "2"}\n'}),
+    Case("small", "config-show-duplicate-ids", ["config", "show", "c.yaml"],
+         r"^error: t\.jsonl:2: id '7' is already the id", {"t.jsonl": DUP_IDS, "c.yaml": lambda path, model:
+             path.write_text(DEMO_CFG.read_text().replace(
+                 "test: {name: synthetic, options: {n: 32, seed: 3, max_operand: 10}}",
+                 "test: {name: gsm8k, path: t.jsonl}"))}),
+    Case("small", "grade-out-empty", ["grade", "in.jsonl", "--out", ""], r"^error: --out: an empty value; it is "
+         r"required", {"in.jsonl": GRADE_OK}),
+    Case("small", "eval-out-empty", ["eval", "--model", "{model}", "--data", "gsm8k:t.jsonl", "--out", ""],
+         r"^error: --out: an empty value; give one or leave it out", {"t.jsonl": GSM8K_OK}),
+    Case("small", "run-dir-empty", ["run", "{cfg}", "--run-dir", ""], r"^error: --run-dir: an empty value"),
+    Case("small", "status-run-dir-empty", ["status", ""], r"^error: RUN_DIR: an empty value; it is required"),
+    Case("small", "set-empty-value", ["config", "show", "{cfg}", "--set", "run_dir="],
+         r"^error: --set run_dir=: no value; write run_dir='' for empty text or run_dir=null for none"),
+    Case("small", "prepare-option-empty", [*PREP[:3], "--option", "n=", "--out", "o.jsonl"],
+         r"^error: --option n=: no value"),
+    Case("small", "grade-missing-input", ["grade", "--out", "o.jsonl"],
+         r"^error: IN\.jsonl: missing; the predictions to grade \(JSONL, JSON or parquet rows with pred and gold\)"),
+    Case("small", "compare-missing-runs", ["compare"], r"^error: RUN_DIRS: missing; two or more run directories"),
+    Case("small", "eval-missing-model", ["eval", "--data", "gsm8k:t.jsonl", "--out", "o"],
+         r"^error: --model: missing; the model dir \(or hub id\) to sample from \(or model: in --config\)",
+         {"t.jsonl": GSM8K_OK}),
+    Case("small", "train-missing-kind", ["train", "--model", "{model}", "--data", "s.jsonl", "--out", "o"],
+         r"^error: --kind: missing; the loss: sft, dpo, orpo or verifier", {"s.jsonl": SFT_OK}),
+    Case("small", "tiny-missing-out", ["models", "tiny"], r"^error: --out: missing; Directory to write"),
+    Case("small", "prepare-name-is-a-path", ["data", "prepare", "t.jsonl", "--out", "o.jsonl"],
+         r"^error: NAME: 't\.jsonl' looks like a file path.*raysys data prepare jsonl --input t\.jsonl",
+         {"t.jsonl": GSM8K_OK}),
+    Case("small", "eval-few-shot-past-demos", [*EVAL, "--data", "gsm8k:t.jsonl", "--few-shot", "5", "--demos",
+                                               "d.jsonl"],
+         r"^error: few_shot: asked for 5 demonstrations but only 1 rows are available",
+         {"t.jsonl": GSM8K_OK, "d.jsonl": GSM8K_OK}),
+    Case("small", "grade-time-budget", ["grade", "h.jsonl", "--out", "o.jsonl", "--time-budget", "0.5"],
+         r"^error: h\.jsonl: grading stopped after the 0\.5 s budget with \d+ of 100 rows decided "
+         r"\(--time-budget 0\.5\); nothing written", {"h.jsonl": _hard_rows}),
+    Case("small", "grade-time-budget-nan", ["grade", "in.jsonl", "--out", "o.jsonl", "--time-budget", "nan"],
+         r"--time-budget: expected a finite number of seconds > 0, got nan", {"in.jsonl": GRADE_OK}),
     # -- addresses, duplicate keys, --data without NAME: ----------------------------------------
     Case("misc", "run-unreachable-address", ["run", "{cfg}", *W, "--set", "cluster.address=127.0.0.1:{port}"],
          r"cluster\.address: cannot reach Ray at 127\.0\.0\.1:\d+ \(Connection refused"),

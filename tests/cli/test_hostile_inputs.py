@@ -98,6 +98,8 @@ def test_hostile_input_is_one_line_exit_2_nothing_written(
     from raysys.cli import main
 
     argv = _setup(case, tmp_path, tiny_model_dir)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value.format(root=tmp_path))
     before = _tree(tmp_path)
     model_before = _tree(tiny_model_dir)
     monkeypatch.chdir(tmp_path)
@@ -118,6 +120,8 @@ def test_table_covers_every_category_with_40_plus_cases() -> None:
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {"not text", "outputs", "nan/inf", "model dirs", "run state", "misc"} <= set(by_cat)
     assert by_cat.get("output-is-input", 0) >= 8
+    for category in ("checked-in-driver", "resource-bomb", "run-state", "small"):
+        assert by_cat.get(category, 0) >= 5, category
 
 
 @pytest.mark.parametrize("case_id", ["train-binary-data", "run-unreachable-address", "status-state-binary"])
@@ -137,3 +141,21 @@ def test_console_of_a_real_process(case_id: str, tmp_path: Path, tiny_model_dir:
     assert proc.stdout == ""
     if case_id == "run-unreachable-address":
         assert seconds < 15, f"took {seconds:.1f} s"
+
+
+def test_every_argument_says_what_it_is_when_missing() -> None:
+    """A missing argument's error says what to give (click arguments carry no help text):
+    every positional argument of every command has a reason in ``ARGUMENT_REASONS``."""
+    import click
+
+    from raysys.cli import ARGUMENT_REASONS, COMMANDS, cli
+
+    def walk(cmd: click.Command, path: str) -> list[tuple[str, str]]:
+        found = [(path, p.name) for p in cmd.params if isinstance(p, click.Argument)]
+        for name, sub in getattr(cmd, "commands", {}).items():
+            found += walk(sub, f"{path} {name}")
+        return found
+
+    ctx = click.Context(cli)
+    args = [a for name in COMMANDS for a in walk(cli.get_command(ctx, name), name)]
+    assert args and [a for a in args if a not in ARGUMENT_REASONS] == []

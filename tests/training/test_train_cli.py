@@ -42,4 +42,4 @@ def test_set_override_and_config_file_are_validated(monkeypatch, capsys, tiny_mo
 def test_missing_required_flag_names_the_key(monkeypatch, capsys, tmp_path: Path) -> None:
     code = _main(monkeypatch, "--kind", "sft", "--data", "x", "--out", str(tmp_path / "o"))
     assert code == 2 and capsys.readouterr().err == (
-        "error: model: required field missing (expected str)\n")
+        "error: --model: missing; the model dir to start from (or model: in --config)\n")
