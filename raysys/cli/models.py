@@ -53,7 +53,7 @@ def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | Non
          intermediate: int | None, vocab_size: int, corpus: str | None,
          max_position_embeddings: int, seed: int) -> None:
     """Build a randomly initialised tiny Llama and its tokenizer into --out."""
-    from raysys.data.io import DataError, check_output_dir, read_text
+    from raysys.data.io import DataError, check_not_an_input, check_output_dir, read_text
     from raysys.models.loading import count_safetensors_params
 
     from raysys.config import ConfigError
@@ -66,6 +66,8 @@ def tiny(out_dir: str, hidden: int, layers: int, heads: int, kv_heads: int | Non
                           "(built in memory in fp32 here)")
     # --out is replaced: refuse a directory that is not a model (it would be deleted).
     check_output_dir(out_dir, "--out", ("config.json", "adapter_config.json"))
+    # --out is replaced whole: a corpus inside it would be deleted before it is read.
+    check_not_an_input(out_dir, {"--corpus": corpus}, "--out")
     if corpus is not None:
         corpus = str(Path(corpus).expanduser())
         if not Path(corpus).is_file():

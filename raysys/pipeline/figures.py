@@ -241,7 +241,8 @@ def draw_panels(panels: Sequence[Panel], png: str | Path, *, suptitle: str = "")
     tmp.replace(png)      # atomic: a reader never sees half a PNG
     side = {"png": png.name, "panels": [ax.get_title() for ax in fig.axes],
             "data": [asdict(p) for p in panels]}
-    png.with_suffix(".json").write_text(json.dumps(side, indent=1))
+    from raysys.data.io import atomic_write_text
+    atomic_write_text(png.with_suffix(".json"), json.dumps(side, indent=1))
     return side
 
 

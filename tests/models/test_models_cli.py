@@ -94,3 +94,15 @@ def test_tiny_size_bound_before_torch() -> None:
                   "--layers", "64")
     assert isinstance(res.exception, ConfigError)
     assert f"a tiny model is at most {MAX_TINY_PARAMS:,}" in str(res.exception)
+
+
+def test_tiny_refuses_a_corpus_inside_its_out_dir(tmp_path: Path) -> None:
+    """--out is replaced whole: a corpus inside it would be gone before it is read."""
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "config.json").write_text("{}")              # an old raysys model dir: replaceable
+    corpus = out / "corpus.txt"
+    corpus.write_text("1 + 1 = 2\n")
+    r = CliRunner().invoke(cli, ["models", "tiny", "--out", str(out), "--corpus", str(corpus)])
+    assert r.exit_code != 0 and "--corpus" in str(r.exception)
+    assert corpus.read_text() == "1 + 1 = 2\n" and (out / "config.json").read_text() == "{}"
