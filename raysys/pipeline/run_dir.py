@@ -457,11 +457,12 @@ def check_run_state(run_dir: Path) -> None:
 
     for manifest in sorted(run_dir.glob(f"iter_*/*/{'_MANIFEST.json'}")):
         try:
-            verify_stage(manifest.parent, read_manifest(manifest.parent))
+            read = read_manifest(manifest.parent)
         except DataError as e:
-            if "corrupt manifest" in str(e) or "malformed JSON" in str(e) or "binary" in str(e) \
-                    or "not UTF-8" in str(e):
-                raise StageError(f"corrupt run state: {e}") from None
+            raise StageError(f"corrupt run state: {e}") from None
+        try:
+            verify_stage(manifest.parent, read)
+        except DataError as e:
             # a complete stage whose parts are gone or changed would be skipped, its data wrong
             raise StageError(f"damaged run data: {e}; delete {manifest.parent} and re-run to "
                              f"rebuild the stage") from None
