@@ -56,6 +56,12 @@ _COMPACT_STEP = re.compile(rf"^{_B}(?:step{_B})?(\d+){_B}[:.)]\s*(.*?)\b{_WORD}\
 _COMPACT_FINAL = re.compile(rf"^{_B}final(?:{_B}answer)?{_B}:{_B}{_WORD}\b", re.I | re.M)
 # The earlier draft of our prompt asked for "Verdict: correct|incorrect"; still accepted.
 _VERDICT_LINE = re.compile(rf"verdict{_B}:{_B}{_WORD}\b", re.I)
+# A real instruct model that ignores the labels states its verdict in a sentence ("The answer
+# is incorrect. The correct answer is 72.", "The solution is not correct."): the answer or
+# solution "is" (optionally "not") a judgement word, with nothing in between, so "The correct
+# answer is 72" is not a verdict. Read only when no label or compact line is present.
+_SENTENCE = re.compile(rf"\b(?:final{_B})?(?:answer|solution){_B}(?:is|was){_B}(not{_B})?"
+                       rf"(incorrect|wrong|correct|right)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,14 @@ def _parse_compact(text: str) -> ParsedCritique:
 
 def _fallback_verdict(text: str) -> Verdict:
     found = _VERDICT_LINE.findall(text)
-    return _verdict(found[-1]) if found else "unknown"
+    if found:
+        return _verdict(found[-1])
+    sentences = _SENTENCE.findall(text)
+    if not sentences:
+        return "unknown"
+    negated, word = sentences[-1]
+    right = word.lower() in ("correct", "right")
+    return "correct" if right != bool(negated) else "wrong"
 
 
 def parse_critique(text: str | None) -> ParsedCritique:
@@ -159,9 +172,11 @@ def parse_critique(text: str | None) -> ParsedCritique:
 
     The authors' labels win when present; otherwise compact ``k: ... correct|wrong`` lines are
     read. The verdict comes only from the LAST final-verdict line (``Correctness of the final
-    answer:``, ``Final:``, or ``Verdict:``): a critique cut off before it is ``unknown`` even
-    when a step is marked wrong, so a truncated critique is visible in the stage metrics rather
-    than guessed. Never raises; ``None``/empty/garbage -> ``ParsedCritique()`` (``unknown``).
+    answer:``, ``Final:``, or ``Verdict:``), else from the last sentence that judges the answer
+    or solution ("The answer is incorrect.", "the solution is not correct": what an instruct
+    model writes when it ignores the labels): a critique cut off before any of them is
+    ``unknown`` even when a step is marked wrong, so a truncated critique is visible in the
+    stage metrics rather than guessed. Never raises; ``None``/empty/garbage -> ``ParsedCritique()`` (``unknown``).
     """
     if not isinstance(text, str) or not text.strip():
         return ParsedCritique()

@@ -98,6 +98,26 @@ def test_parse_old_verdict_line() -> None:
     assert parse_critique("Step 2 is off.\nVerdict: incorrect").verdict == "wrong"
 
 
+@pytest.mark.parametrize("text, verdict", [
+    # SmolLM2-135M-Instruct's own critiques of GSM8K solutions (greedy, our critique prompt):
+    # it ignores the labels and judges in a sentence
+    ("The answer is incorrect. The correct answer is 72.", "wrong"),
+    ("The answer is incorrect. The correct answer is 12.\n\nThe answer is incorrect.", "wrong"),
+    ("The correct answer is 48.", "unknown"),     # a number, not a judgement of the solution
+    ('The answer to the question "How many flowers does Mark have" is 18.', "unknown"),
+    ("Each step checks out, so the final answer is correct.", "correct"),
+    ("The solution is not correct: 8 + 5 is 13.", "wrong"),
+    ("The answer is right.", "correct"),
+    ("The answer is **incorrect**.", "wrong"),
+    # the last judging sentence wins, as the last final-verdict line does
+    ("At first the answer is correct... no: the answer is wrong.", "wrong"),
+    # a label still wins over any sentence
+    ("The answer is correct.\nVerdict: incorrect", "wrong"),
+])
+def test_parse_verdict_sentences_of_an_instruct_model(text: str, verdict: str) -> None:
+    assert parse_critique(text).verdict == verdict
+
+
 @pytest.mark.parametrize("text", ["", "   \n", None, "lorem ipsum dolor", "Final: maybe",
                                   "Correctness of the final answer:", "\x00\x01###",
                                   "1: 23+15=38\n2: 38-9=29"])
