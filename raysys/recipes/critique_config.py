@@ -104,6 +104,9 @@ class LoopConfig:
             raise ConfigError(f"{_key(path, 'iterations')}: expected >= 1, got {self.iterations}")
         if self.sample_num < 1:
             raise ConfigError(f"{_key(path, 'sample_num')}: expected >= 1, got {self.sample_num}")
+        from raysys.config import MAX_SAMPLES_PER_PROMPT, check_int_range
+        check_int_range(self.sample_num, _key(path, "sample_num"), 1, MAX_SAMPLES_PER_PROMPT,
+                        "completions per prompt: one replica generates a prompt's samples together")
         if not 0 < self.temperature < float("inf"):
             raise ConfigError(f"{_key(path, 'temperature')}: expected a finite value > 0, "
                               f"got {self.temperature}")
@@ -125,6 +128,10 @@ class TestTime:
     def validate(self, path: str) -> None:
         if self.rounds < 0:
             raise ConfigError(f"{_key(path, 'rounds')}: expected >= 0, got {self.rounds}")
+        for i, gate in enumerate(self.gates):
+            if gate in self.gates[:i]:      # one report row and stage per gate: twice is one row twice
+                raise ConfigError(f"{_key(path, f'gates[{i}]')}: {gate!r} is listed twice; list "
+                                  "each gate once")
 
 
 @dataclass

@@ -64,6 +64,20 @@ class DecodeConfig:
             raise ConfigError(f"{_key(path, 'alpha')}: expected 0 < alpha <= 1, got {self.alpha}")
         if self.maj_k < 0 or self.maj_k == 1:
             raise ConfigError(f"{_key(path, 'maj_k')}: expected 0 (off) or >= 2, got {self.maj_k}")
+        from raysys.config import MAX_SAMPLES_PER_PROMPT, check_int_range
+        check_int_range(self.maj_k, _key(path, "maj_k"), 0, MAX_SAMPLES_PER_PROMPT,
+                        "completions per prompt: one replica generates a prompt's samples together")
+        # each beta is one report row, guided_beta<beta:g>: two that print alike would be one
+        # row twice (its comparisons ambiguous) and one stage dir written twice
+        rows = {f"{self.beta:g}": "beta"}
+        for i, b in enumerate(self.beta_sweep):
+            if b == self.beta:
+                continue                      # the recipe skips it: the guided row already is it
+            name = f"{b:g}"
+            if name in rows:
+                raise ConfigError(f"{_key(path, f'beta_sweep[{i}]')}: {b} is the same row "
+                                  f"(guided_beta{name}) as {rows[name]}; list each beta once")
+            rows[name] = f"beta_sweep[{i}]"
 
 
 def _verifier_train() -> TrainConfig:

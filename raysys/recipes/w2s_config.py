@@ -102,6 +102,9 @@ class Stage2Config:
         check_range(self.high_confidence, _key(path, "high_confidence"), 0.0, 1.0)
         if self.n < 2:
             raise ConfigError(f"{_key(path, 'n')}: expected >= 2 samples for a majority, got {self.n}")
+        from raysys.config import MAX_SAMPLES_PER_PROMPT, check_int_range
+        check_int_range(self.n, _key(path, "n"), 2, MAX_SAMPLES_PER_PROMPT,
+                        "completions per prompt: one replica generates a prompt's samples together")
         if self.temperature <= 0:
             raise ConfigError(f"{_key(path, 'temperature')}: expected > 0, got {self.temperature}")
         if self.questions is not None and self.questions < 1:
@@ -121,6 +124,9 @@ class W2SEval:
     def validate(self, path: str) -> None:
         if self.maj_k < 0 or self.maj_k == 1:
             raise ConfigError(f"{_key(path, 'maj_k')}: expected 0 (off) or >= 2, got {self.maj_k}")
+        from raysys.config import MAX_SAMPLES_PER_PROMPT, check_int_range
+        check_int_range(self.maj_k, _key(path, "maj_k"), 0, MAX_SAMPLES_PER_PROMPT,
+                        "completions per prompt: one replica generates a prompt's samples together")
 
 
 @dataclass

@@ -192,6 +192,8 @@ COMPLETE = {"status": "complete", "seconds": 1.5, "rows": 1}
 STATE_STAGE = _state(iter_0__s=COMPLETE)
 ROW_A = {"model": "a", "correct": 1, "n": 2}
 DEMO_CFG = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
+LLM2_CFG = DEMO_CFG.parent / "llm2_demo_quick.yaml"
+CRITIQUE_CFG = DEMO_CFG.parent / "critique_demo_quick.yaml"
 ONLY_CONFIG = _model_copy(keep=("config.json",))
 ADAPTER_CONFIG_ONLY = {"adp/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 8})}
 W = ["--run-dir", "r"]                          # a fresh run dir for `run` cases
@@ -591,6 +593,15 @@ CASES: list[Case] = [
                                                       "o.jsonl"],
          r"^error: i\.jsonl:1: a number of 5,000 digits \(at most 4,300",
          {"i.jsonl": '{"id": ' + "7" * 5000 + ', "question": "q", "answer": "#### 1"}\n'}),
+    # report rows a finished run would have written twice (the report check refuses them)
+    Case("checked-in-driver", "llm2-beta-sweep-same-row", ["config", "show", str(LLM2_CFG), "--set",
+                                                          "decode.beta_sweep=[0.1, 0.1000001]"],
+         r"decode\.beta_sweep\[1\]: 0\.1000001 is the same row \(guided_beta0\.1\) as beta_sweep\[0\]"),
+    Case("checked-in-driver", "critique-gate-twice", ["run", str(CRITIQUE_CFG), *W, "--set",
+                                                     "test_time.gates=[oracle, critic, oracle]"],
+         r"test_time\.gates\[2\]: 'oracle' is listed twice"),
+    Case("resource-bomb", "llm2-maj-k-million", ["run", str(LLM2_CFG), *W, "--set", "decode.maj_k=1000000"],
+         r"decode\.maj_k: expected 0 <= value <= 4,096, got 1,000,000"),
     # -- corrupt run state ----------------------------------------------------------------------
     Case("run state", "status-state-malformed", ["status", "r"], r"corrupt run state: .*state\.json:1: malformed JSON"
          r".*delete it", {"r/state.json": '{"stages": {'}),
