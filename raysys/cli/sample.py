@@ -103,7 +103,8 @@ def _options(fn: Callable) -> Callable:
         click.option("--demos", type=click.Path(), help="Demo file in the --data format."),
         click.option("--template", type=click.Choice(["zero_shot", "few_shot", "chat", "critique_answer"])),
         click.option("--engine", type=click.Choice(["auto", "vllm", "hf", "guided"]),
-                     help="guided: LLM2 verifier-guided decoding (needs --verifier; eval only)."),
+                     help="guided: LLM2 verifier-guided decoding (needs a verifier dir: --verifier "
+                          "on eval, --set engine.verifier=DIR on sample)."),
         click.option("--replicas", type=int, help="Sampler replicas (Ray Data actors)."),
         click.option("--address", help="Ray address: auto, ray://host:port (default: local)."),
         click.option("--k", "k", type=int, multiple=True,
