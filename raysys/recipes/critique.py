@@ -96,8 +96,11 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
 def _train_critic(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table, base: ModelSpec,
                   actor0: ModelSpec) -> ModelSpec:
     n = cfg.critic_train.mix.get("sampled", 0)
-    sampled = steps.sample(ctx, "critic_actor_samples", problems.slice(0, max(n, 1)), actor0,
-                           "zero_shot", sampling=replace(cfg.greedy, temperature=0.8, seed=cfg.seed))
+    sampled = None       # the authors' file and seed_calc critique no sampled solutions
+    if cfg.data.seed_file is None and not cfg.data.seed_calc:
+        sampled = steps.sample(ctx, "critic_actor_samples", problems.slice(0, max(n, 1)), actor0,
+                               "zero_shot", sampling=replace(cfg.greedy, temperature=0.8,
+                                                            seed=cfg.seed))
     data = steps.data_stage(ctx, "critic_sft", cs.critic_data(cfg, problems, sampled), "sft")
     init = actor0 if cfg.critic_train.init == "actor" else base
     return models.train(ctx, "critic", "sft", init, data, cfg.critic_train.train)

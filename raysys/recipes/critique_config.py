@@ -31,10 +31,18 @@ class CritiqueData:
     test: DatasetSpec
     seed: DatasetSpec | None = None      # seed-SFT / critic-data problems (default: train)
     seed_file: str | None = None         # the authors' *_0_new.json critique file (real models)
+    # Real data without that file: seed critiques built from the seed problems' GSM8K worked
+    # solutions (raysys.critique.calc: a one-step slip in the line computing the answer, and the
+    # gold solution, each with the critique a perfect critic writes), for the seed SFT
+    # (seed_sft.direct, seed_sft.refine_mix: corrupted, correct) and a critic trained here
+    # (critic_train.mix: gold, corrupted).
+    seed_calc: bool = False
     grade_style: str = "default"
 
     def validate(self, path: str) -> None:
         check_file(self.seed_file, _key(path, "seed_file"))
+        if self.seed_calc and self.seed_file is not None:
+            raise ConfigError(f"{_key(path, 'seed_calc')}: set seed_file or seed_calc, not both")
 
 
 @dataclass
@@ -166,9 +174,11 @@ class CritiqueConfig:
         if self.greedy.temperature != 0.0:
             raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
         synthetic = self.data.train.name == "synthetic"
-        if self.models.critic is None and not synthetic and self.data.seed_file is None:
+        seeded = self.data.seed_file is not None or self.data.seed_calc
+        if self.models.critic is None and not synthetic and not seeded:
             raise ConfigError("models.critic: required unless the critic can be trained here "
-                              "(synthetic data, or data.seed_file with the authors' critiques)")
+                              "(synthetic data, data.seed_file with the authors' critiques, or "
+                              "data.seed_calc)")
         if self.loop.stream and self.cluster.placement == "alternate":
             raise ConfigError("loop.stream: needs cluster.placement split or colocate (with "
                               "alternate the actor and critic groups cannot be alive at once)")
@@ -177,6 +187,19 @@ class CritiqueConfig:
                               "and loop.stream false")
         if "gold" in self.test_time.gates and not synthetic:
             raise ConfigError("test_time.gates: 'gold' needs the synthetic task's per-step truth")
-        if not synthetic and self.data.seed_file is None:
+        if not synthetic and not seeded:
             raise ConfigError("data.seed_file: required for non-synthetic data (the seed SFT and "
-                              "refinement examples come from the authors' critique file)")
+                              "refinement examples come from the authors' critique file), or "
+                              "data.seed_calc: true (seed critiques from GSM8K worked solutions)")
+        if synthetic and self.data.seed_calc:
+            raise ConfigError("data.seed_calc: for real GSM8K-style data (the synthetic task "
+                              "builds its own seed critiques)")
+        if self.data.seed_calc:
+            for key, mix, allowed in (("seed_sft.refine_mix", self.seed_sft.refine_mix,
+                                       ("corrupted", "correct")),
+                                      ("critic_train.mix", self.critic_train.mix,
+                                       ("gold", "corrupted"))):
+                bad = sorted(k for k, v in mix.items() if k not in allowed and v)
+                if bad:
+                    raise ConfigError(f"{key}: with data.seed_calc only {', '.join(allowed)} "
+                                      f"(no per-step truth for {', '.join(bad)}), got {mix}")

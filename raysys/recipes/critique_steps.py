@@ -47,6 +47,9 @@ def seed_data(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table) -> tupl
         from raysys.critique import import_critique_file
         imported = import_critique_file(cfg.data.seed_file)
         return [], [dict(r) for r in imported.sft]
+    if cfg.data.seed_calc:
+        direct, refine, _ = _calc_rows(cfg, problems)
+        return direct, refine
     rng = random.Random(cfg.seed)
     rows = synthetic_rows(problems)
     refine = refinement_sft_rows(rows, [], rng, cfg.seed_sft.refine_mix, style=cfg.style,
@@ -54,9 +57,26 @@ def seed_data(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table) -> tupl
     return direct_rows(rows, cfg.seed_sft.direct, rng), refine
 
 
-def critic_data(cfg: CritiqueConfig, problems: pa.Table, samples: pa.Table) -> list[dict[str, str]]:
-    """Critic SFT rows: gold critiques of gold, corrupted and the actor's sampled solutions."""
-    return critic_sft_rows(synthetic_rows(problems), samples.to_pylist(), random.Random(cfg.seed + 1),
+def _calc_rows(cfg: CritiqueConfig, problems: pa.Table) -> tuple[list, list, list]:
+    from raysys.critique.calc import calc_seed_rows
+
+    return calc_seed_rows(problems.to_pylist(), random.Random(cfg.seed),
+                          direct=cfg.seed_sft.direct, refine_mix=cfg.seed_sft.refine_mix,
+                          critic_mix=cfg.critic_train.mix, variant=cfg.prompt_variant)
+
+
+def critic_data(cfg: CritiqueConfig, problems: pa.Table,
+                samples: pa.Table | None) -> list[dict[str, str]]:
+    """Critic SFT rows: gold critiques of gold, corrupted and the actor's sampled solutions
+    (synthetic task); the authors' critiques of ``data.seed_file`` (question + wrong solution
+    -> critique); or ``data.seed_calc``'s critiques of GSM8K gold and slipped solutions."""
+    if cfg.data.seed_file is not None:
+        from raysys.critique import import_critique_file
+        return [dict(r) for r in import_critique_file(cfg.data.seed_file).critic_sft]
+    if cfg.data.seed_calc:
+        return _calc_rows(cfg, problems)[2]
+    rows = samples.to_pylist() if samples is not None else []
+    return critic_sft_rows(synthetic_rows(problems), rows, random.Random(cfg.seed + 1),
                            cfg.critic_train.mix, style=cfg.style, variant=cfg.prompt_variant)
 
 

@@ -69,3 +69,30 @@ def test_gold_settings_need_the_synthetic_task(tiny_model_dir: Path, tmp_path: P
 def test_gold_loop_critiques_are_accepted_on_the_synthetic_task() -> None:
     assert load_run_config(CONFIGS / "critique_demo_quick.yaml",
                            ["loop.critiques=gold"]).loop.critiques == "gold"
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["data.seed_file={seed}", "data.seed_calc=true"], r"data\.seed_calc: set seed_file or seed_calc"),
+    (["data.seed_file=null"], r"models\.critic: required .* or data\.seed_calc"),
+    (["data.seed_file=null", "data.seed_calc=true", "critic_train.mix={{gold: 2, sampled: 3}}"],
+     r"critic_train\.mix: with data\.seed_calc only gold, corrupted"),
+])
+def test_seed_calc_settings(tiny_model_dir: Path, tmp_path: Path, sets: list[str],
+                            message: str) -> None:
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text('{"question": "2+3?", "answer": "2+3=5\\n#### 5"}\n')
+    base = [f"models.actor.path={tiny_model_dir}", f"data.train.path={gsm8k}",
+            f"data.test.path={gsm8k}", f"data.seed_file={SEED_FILE}", "models.critic=null"]
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(CONFIGS / "critique_gsm8k.yaml",
+                        base + [s.format(seed=SEED_FILE) for s in sets])
+    # seed_calc alone trains the critic here: no models.critic needed
+    cfg = load_run_config(CONFIGS / "critique_gsm8k.yaml", base + [
+        "data.seed_file=null", "data.seed_calc=true", "seed_sft.refine_mix={corrupted: 4}",
+        "critic_train.mix={gold: 2, corrupted: 2}"])
+    assert cfg.data.seed_calc and cfg.models.critic is None
+
+
+def test_seed_calc_refused_on_the_synthetic_task() -> None:
+    with pytest.raises(ConfigError, match=r"data\.seed_calc: for real GSM8K"):
+        load_run_config(CONFIGS / "critique_demo_quick.yaml", ["data.seed_calc=true"])
