@@ -148,7 +148,7 @@ def run_eval(prepared: PreparedEval, *, with_metrics: bool = True) -> dict[str, 
     from raysys.distributed.storage import use_storage
 
     cfg = prepared.cfg
-    out = Path(cfg.out)
+    out = Path(cfg.out).expanduser()
     init_ray(cfg.cluster)
     # The model / adapter / verifier reach replicas on nodes without the driver's disk.
     use_storage(cfg.cluster.storage, out, list(config_inputs(cfg).values()))

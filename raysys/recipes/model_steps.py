@@ -68,11 +68,13 @@ class TinyModel:
         if not 0 <= self.pretrain_min_demos <= self.pretrain_max_demos:
             raise ConfigError(f"{_key(path, 'pretrain_min_demos')}: expected 0 <= value <= "
                               f"pretrain_max_demos ({self.pretrain_max_demos}), got {self.pretrain_min_demos}")
-        from raysys.data.sources import SYNTHETIC_OPTIONS
+        from raysys.data.sources import SYNTHETIC_OPTIONS, check_synthetic_knobs
         for k in self.pretrain_options:
             if k not in SYNTHETIC_OPTIONS - {"n", "seed"}:
                 raise ConfigError(f"{_key(path, 'pretrain_options')}.{k}: unknown option (known: "
                                   "max_operand, max_steps, min_steps, ops)")
+        # types and ranges too: a wrong one would fail in pre-training, after Ray started
+        check_synthetic_knobs(self.pretrain_options, _key(path, "pretrain_options"))
         self.pretrain.check_stage(_key(path, "pretrain"))
 
 
