@@ -12,25 +12,14 @@ import pytest
 from raysys.errors import StageError
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_total_per_node_is_the_alive_nodes_totals(local_ray) -> None:
+def test_total_per_node_is_the_alive_nodes_totals(ray_local) -> None:
     from raysys.distributed.roles import total_per_node
 
     (node,) = total_per_node()
-    assert node["CPU"] == 1.0
+    assert node["CPU"] == 2.0             # the fixture's local instance
 
 
-def test_infeasible_workers_fail_the_stage_after_the_bound(local_ray, tmp_path: Path,
+def test_infeasible_workers_fail_the_stage_after_the_bound(ray_local, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     import ray
 
@@ -51,7 +40,7 @@ def test_infeasible_workers_fail_the_stage_after_the_bound(local_ray, tmp_path: 
     assert [r.message for r in caplog.records if "no alive node can hold" in r.message]
 
 
-def test_feasible_workers_are_waited_for(local_ray, tmp_path: Path) -> None:
+def test_feasible_workers_are_waited_for(ray_local, tmp_path: Path) -> None:
     import ray
 
     from raysys.training.trainer import _wait_with_progress
