@@ -185,3 +185,30 @@ def test_token_pairs_bad_rows(tokenizer: Any) -> None:
     with pytest.raises(DataError, match="token_pairs row 0: field 'samples' must be a list of "
                                         r"\[position, gt_id, neg_id\], got int"):
         tokenize_token_pairs([{**row, "samples": 5}], tokenizer, 1024)
+
+
+def test_final_eos_is_trained_when_eos_is_also_pad(tokenizer: Any) -> None:
+    # SmolLM2-Instruct's EOS and PAD are one token (<|im_end|>, id 2). Padding is marked by
+    # lengths, never by `id == pad`, so the response's own final EOS keeps its label and its
+    # attention; masking it would teach the model never to stop.
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = tok.eos_token
+    eos = tok.eos_token_id
+    assert tok.pad_token_id == eos
+    short, _ = tokenize_sft([{"prompt": PROMPT, "response": " 7"}], tok, 256)
+    long, _ = tokenize_sft([{"prompt": PROMPT, "response": RESPONSE}], tok, 256)
+    batch = SFTCollator(tok.pad_token_id)([short[0], long[0]])
+    n = len(short[0]["input_ids"])
+    assert batch["input_ids"][0, n - 1] == eos and batch["labels"][0, n - 1] == eos
+    assert batch["attention_mask"][0, n - 1] == 1
+    assert batch["input_ids"][0, n:].tolist() == [eos] * (batch["input_ids"].shape[1] - n)
+    assert batch["labels"][0, n:].tolist() == [-100] * (batch["input_ids"].shape[1] - n)
+    assert batch["attention_mask"][0, n:].sum() == 0
+    assert batch["labels"][1, -1] == eos            # the longest row ends in its EOS label
+    pairs, _ = tokenize_pairs([{"prompt": PROMPT, "chosen": " 7", "rejected": RESPONSE}], tok, 256)
+    pb = PairCollator(tok.pad_token_id)(pairs)
+    m = len(pairs[0]["chosen_input_ids"])
+    assert pb["labels"][0, m - 1] == eos and pb["labels"][1, -1] == eos
+    assert pb["attention_mask"][0, m - 1] == 1 and pb["attention_mask"][0, m:].sum() == 0
