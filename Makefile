@@ -31,7 +31,11 @@ test: venv
 	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
 
 test-slow: venv
-	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "slow and not gpu" --durations=40 $(PYTEST_ARGS)
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "slow and not gpu and not extended" --durations=40 $(PYTEST_ARGS)
+
+# Slow tests outside CI's 45-minute budget, or not yet seen passing on a clean machine.
+test-extended: venv
+	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "extended and not gpu" --durations=40 $(PYTEST_ARGS)
 
 test-all: venv
 	RAYSYS_TEST_FAST_EXIT=1 $(BIN)/python -X faulthandler -m pytest -m "not gpu" $(PYTEST_ARGS)
