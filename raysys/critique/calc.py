@@ -173,3 +173,59 @@ def calc_seed_rows(problems: Sequence[Mapping[str, Any]], rng: random.Random, *,
                             "response": calc_critique(text, j, right, wrong),
                             "source": f"critic:corrupted:{p['id']}"})
     return direct_rows, refine_rows, critic_rows
+
+
+def heldout_solutions(problems: Sequence[Mapping[str, Any]], n: int, rng: random.Random
+                      ) -> list[dict[str, Any]]:
+    """Solutions for judging a critic, with their truth: for each of the first ``n`` problems
+    whose solution can be slipped, the gold solution (``sample_idx`` 0, ``wrong_step`` None)
+    and its slipped copy (``sample_idx`` 1, ``wrong_step`` 1-based); ``steps`` = step lines."""
+    out: list[dict[str, Any]] = []
+    for p in problems:
+        if len(out) >= 2 * n:
+            break
+        slip = slip_solution(p.get("gold_solution") or "", rng)
+        if slip is None:
+            continue
+        gold = _render(*solution_lines(p["gold_solution"]))
+        text, j, _, _ = slip
+        steps = len(solution_lines(gold)[0])
+        out += [{"problem_id": p["id"], "sample_idx": 0, "completion": gold, "wrong_step": None,
+                 "steps": steps},
+                {"problem_id": p["id"], "sample_idx": 1, "completion": text, "wrong_step": j + 1,
+                 "steps": steps}]
+    return out
+
+
+def critic_scores(solutions: Sequence[Mapping[str, Any]], critiques: Sequence[Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    """How a critic's critiques (``problem_id``, ``sample_idx``, ``critique``) of
+    :func:`heldout_solutions` match their truth: step verdicts, first wrong step, final verdict
+    (and wrong-recall / precision), verdict counts, and ``final_ok``: per solution, whether its
+    final verdict is right (``problem_id#sample_idx`` -> bool, for paired comparisons)."""
+    from raysys.critique.format import parse_critique
+
+    by_key = {(c["problem_id"], c["sample_idx"]): c for c in critiques}
+    steps_ok = steps_n = first_ok = tp = fp = fn = 0
+    counts = {"wrong": 0, "correct": 0, "unknown": 0}
+    final_ok: dict[str, bool] = {}
+    for s in solutions:
+        parsed = parse_critique(by_key[(s["problem_id"], s["sample_idx"])]["critique"])
+        counts[parsed.verdict] += 1
+        for i in range(s["steps"]):
+            steps_n += 1
+            steps_ok += i < len(parsed.step_verdicts) and parsed.step_verdicts[i] == \
+                (i + 1 != s["wrong_step"])
+        first_ok += parsed.first_wrong_step == s["wrong_step"]
+        is_wrong, said_wrong = s["wrong_step"] is not None, parsed.verdict == "wrong"
+        final_ok[f"{s['problem_id']}#{s['sample_idx']}"] = \
+            parsed.verdict == ("wrong" if is_wrong else "correct")
+        tp += said_wrong and is_wrong
+        fp += said_wrong and not is_wrong
+        fn += is_wrong and not said_wrong
+    n = len(solutions)
+    return {"solutions": n, "step_verdict_acc": steps_ok / max(steps_n, 1),
+            "first_error_acc": first_ok / max(n, 1),
+            "final_verdict_acc": sum(final_ok.values()) / max(n, 1),
+            "wrong_recall": tp / max(tp + fn, 1), "wrong_precision": tp / max(tp + fp, 1),
+            **counts, "final_ok": final_ok}

@@ -57,7 +57,7 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
 
     # 1. the critic (given, or trained on gold critiques), scored on held-out solutions
     critic = cfg.models.critic or _train_critic(cfg, ctx, seed_problems, base, actor0)
-    sections["Critic on held-out solutions"] = _critic_section(cfg, ctx, test, actor0, critic)
+    sections["Critic on held-out solutions"] = _critic_section(cfg, ctx, test, actor0, critic, base)
 
     # 2. the loop, with and without the critic, each iteration from the base model
     branches = ["critique", "plain"] if cfg.loop.baseline and cfg.loop.use_critic else ["critique"]
@@ -154,7 +154,9 @@ def _sample_critique_refine(cfg: CritiqueConfig, ctx: StepContext, t: int, branc
 
 
 def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor0: ModelSpec,
-                    critic: ModelSpec) -> str:
+                    critic: ModelSpec, base: ModelSpec) -> str:
+    if cfg.data.seed_calc:
+        return _calc_critic_section(cfg, ctx, test, critic, base)
     if cfg.data.train.name != "synthetic":
         return "Held-out step accuracy needs per-step ground truth (synthetic task only)."
     answers = steps.sample(ctx, "eval_actor_iter0", test, actor0, "zero_shot")
@@ -164,6 +166,41 @@ def _critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, actor
     scores = cs.critic_scores(sols, crits, test)
     ctx.rd.log_metrics("critic_heldout", scores)
     return critic_table(scores)
+
+
+def _calc_critic_section(cfg: CritiqueConfig, ctx: StepContext, test: pa.Table, critic: ModelSpec,
+                         base: ModelSpec) -> str:
+    """The critic against the untrained base model as critic, on test problems' worked
+    solutions and their one-slip copies (data.seed_calc's truth), paired per solution."""
+    import random
+
+    from raysys.critique.calc import critic_scores, heldout_solutions
+
+    sols = heldout_solutions(test.to_pylist(), cfg.critic_train.heldout, random.Random(cfg.seed + 2))
+    if not sols:
+        return "No test problem has a worked solution to slip: no held-out critic scores."
+    questions = {p["id"]: p["question"] for p in test.to_pylist()}
+    scores = {}
+    for name, model in (("critic_heldout_base", base), ("critic_heldout", critic)):
+        crits = cs.critique(cfg, ctx, name, sols, questions, model)
+        scores[name] = critic_scores(sols, crits)
+        ctx.rd.log_metrics(name, {k: v for k, v in scores[name].items() if k != "final_ok"})
+    trained, untrained = scores["critic_heldout"], scores["critic_heldout_base"]
+    keys = list(trained["final_ok"])
+    diff = paired_bootstrap([untrained["final_ok"][k] for k in keys],
+                            [trained["final_ok"][k] for k in keys])
+    lines = [f"{len(sols)} held-out solutions: {len(sols) // 2} test problems' worked solutions "
+             "and a copy of each with one slip in the line computing the answer (data.seed_calc's "
+             "truth), critiqued by the critic after its SFT and by the untrained base model.", "",
+             "| the critic's | after SFT | untrained base |", "|---|---|---|"]
+    lines += [f"| {what} | {100 * trained[k]:.1f}% | {100 * untrained[k]:.1f}% |"
+              for k, what in _CRITIC_ROWS]
+    lines.append("| verdicts given (unknown: none parsable) | " + " | ".join(
+        ", ".join(f"{v} {s[v]}" for v in ("wrong", "correct", "unknown")) for s in (trained, untrained))
+        + " |")
+    lines.append(f"\nfinal verdicts right, after SFT minus untrained (paired bootstrap, points, "
+                 f"gained/lost): {diff.cell()}")
+    return "\n".join(lines)
 
 
 # what each held-out score measures, in the report's words (critique_steps.critic_scores)

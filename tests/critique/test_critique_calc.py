@@ -75,3 +75,33 @@ def test_seed_rows_counts_and_prompts() -> None:
     with pytest.raises(ValueError, match="sampled"):
         calc_seed_rows(problems, random.Random(0), direct=0, refine_mix={},
                        critic_mix={"sampled": 3})
+
+
+def test_heldout_solutions_and_critic_scores_by_hand() -> None:
+    from raysys.critique.calc import critic_scores, heldout_solutions
+
+    problems = [{"id": "a", "question": "Q1?", "gold_solution": NATALIA},
+                {"id": "c", "question": "Q3?", "gold_solution": "She has 3 apples.\n#### 5"},
+                {"id": "b", "question": "Q2?", "gold_solution": WENG}]
+    sols = heldout_solutions(problems, 5, random.Random(0))
+    assert [(s["problem_id"], s["sample_idx"], s["wrong_step"], s["steps"]) for s in sols] == [
+        ("a", 0, None, 2), ("a", 1, 2, 2), ("b", 0, None, 2), ("b", 1, 2, 2)]   # c: nothing to slip
+    assert len(heldout_solutions(problems, 1, random.Random(0))) == 2
+    perfect = [{"problem_id": s["problem_id"], "sample_idx": s["sample_idx"],
+                "critique": calc_critique(s["completion"], None if s["wrong_step"] is None
+                                          else s["wrong_step"] - 1, "x", "y")} for s in sols]
+    # a critic that calls everything wrong in a sentence, and one that writes nothing
+    says_wrong = [{**c, "critique": "The answer is incorrect."} for c in perfect]
+    empty = [{**c, "critique": ""} for c in perfect]
+    s = critic_scores(sols, perfect)
+    assert (s["step_verdict_acc"], s["first_error_acc"], s["final_verdict_acc"],
+            s["wrong_recall"], s["wrong_precision"]) == (1.0, 1.0, 1.0, 1.0, 1.0)
+    assert (s["wrong"], s["correct"], s["unknown"]) == (2, 2, 0)
+    w = critic_scores(sols, says_wrong)
+    # 2 of 4 final verdicts right (the slipped ones); no step verdicts; first error named for
+    # the gold solutions only (None == None)
+    assert (w["final_verdict_acc"], w["wrong_recall"], w["wrong_precision"]) == (0.5, 1.0, 0.5)
+    assert (w["step_verdict_acc"], w["first_error_acc"]) == (0.0, 0.5)
+    assert w["final_ok"] == {"a#0": False, "a#1": True, "b#0": False, "b#1": True}
+    e = critic_scores(sols, empty)
+    assert (e["final_verdict_acc"], e["unknown"], e["wrong_recall"]) == (0.0, 4, 0.0)
