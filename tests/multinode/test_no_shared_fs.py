@@ -102,10 +102,7 @@ def test_worker_nodes_share_no_run_storage(cluster: NoSharedFsCluster) -> None:
 
 
 @pytest.mark.timeout(3600)
-# Seen passing on this box: llm2, w2s. The rest run in `make test-extended` until a clean run
-# shows them passing within CI's budget.
-@pytest.mark.parametrize("recipe", ["llm2", "w2s",
-                                    pytest.param("critique", marks=pytest.mark.extended)])
+@pytest.mark.parametrize("recipe", ["llm2", "w2s", "critique"])
 def test_quick_demo_without_a_shared_filesystem(cluster: NoSharedFsCluster, recipe: str,
                                                 request: pytest.FixtureRequest) -> None:
     run_dir = cluster.root / f"demo-{recipe}"
@@ -145,6 +142,8 @@ KILL_WHEN = {
 
 
 @pytest.mark.timeout(3600)
+# The kill and job tests run in `make test-extended` until a run shows them passing within
+# CI's budget.
 @pytest.mark.parametrize("which", [pytest.param("train", marks=pytest.mark.extended),
                                    pytest.param("roles", marks=pytest.mark.extended)])
 def test_lost_node_mid_stage_then_rerun(cluster: NoSharedFsCluster, which: str, tmp_path: Path,
