@@ -156,7 +156,7 @@ def test_config_inputs_names_every_local_input_and_no_output(tmp_path: Path) -> 
 
 def test_recipe_config_inputs_and_run_outputs(tmp_path: Path, tiny_model_dir: Path) -> None:
     """A recipe config's inputs (through its typed config) and the run preflight's check."""
-    from raysys.cli.run import check_run_outputs, run_inputs
+    from raysys.preflight import check_run_outputs, run_inputs
     from raysys.recipes import load_run_config
 
     cfg_path = Path(__file__).resolve().parents[2] / "configs" / "demo_quick.yaml"
