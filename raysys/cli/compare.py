@@ -22,9 +22,12 @@ def _pair(text: str) -> tuple[str, str]:
 def compare(run_dirs: tuple[str, ...], pairs: tuple[str, ...]) -> None:
     """Each run's paired difference and their mean, with an interval that covers training
     noise: for runs of one config with other seeds, graded on the same test problems."""
+    from raysys.cli.report import recipe_layout
     from raysys.pipeline.replicates import check_distinct_runs, replicates_table
-    from raysys.pipeline.report_cmd import load_result
+    from raysys.pipeline.report_cmd import load_result, with_layout
 
     check_distinct_runs(run_dirs)
-    runs = [(d, load_result(d)) for d in run_dirs]
+    results = [(d, load_result(d)) for d in run_dirs]
+    # each run's baseline row: marked in its result.json, else its recipe record's
+    runs = [(d, with_layout(r, recipe_layout(r["method"]))) for d, r in results]
     click.echo(replicates_table(runs, [_pair(p) for p in pairs] or None))

@@ -23,18 +23,19 @@ def _run_config(path: str | Path, overrides: tuple[str, ...], run_dir: str | Non
 
     from raysys.console import run_logging
     from raysys.preflight import preflight
-    from raysys.recipes import load_run_config, recipe_module
+    from raysys.recipes import get_recipe, load_run_config
 
     sets = tuple(overrides) + ((f"run_dir={run_dir}",) if run_dir else ())
     cfg = load_run_config(path, sets)
+    recipe = get_recipe(cfg.recipe)
     preflight(cfg, force=force, config_path=path)
     target = getattr(cfg, "run_dir", None)
     with run_logging(target, verbose=verbose) if target else contextlib.nullcontext() as logs:
         if logs is not None and not verbose:
             logging.getLogger("raysys.cli").info(
-                "%s: %s; full log in %s (--verbose shows it here)", cfg.recipe,
+                "%s: %s; full log in %s (--verbose shows it here)", recipe.name,
                 Path(target).expanduser().absolute(), logs / "driver.log")
-        return recipe_module(cfg.recipe).run(cfg, force=force)
+        return recipe.run(cfg, force=force)
 
 
 def _print_result(result: Any) -> None:
@@ -94,13 +95,28 @@ def with_live_elapsed(state: dict[str, Any], now: float | None = None) -> dict[s
     return {**state, "stages": stages}
 
 
-DEMO_CONFIGS = {"w2s": ("demo.yaml", "demo_quick.yaml"),
-                "llm2": ("llm2_demo.yaml", "llm2_demo_quick.yaml"),
-                "critique": ("critique_demo.yaml", "critique_demo_quick.yaml")}
+def demo_configs(real: bool = False) -> dict[str, tuple[str, str]]:
+    """Recipe name -> its (full, quick) demo config files in configs/, in demo order, from
+    each recipe's record (``real``: the SmolLM2-135M-Instruct ones, ``demo --real``)."""
+    from raysys.recipes import recipes
+
+    out = {}
+    for name, rec in recipes().items():
+        files = rec.real_demo if real else rec.demo
+        if files is not None:
+            out[name] = files
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    """``DEMO_CONFIGS`` / ``REAL_DEMO_CONFIGS`` (name -> (full, quick)), read from the recipe
+    records when asked for: importing this module imports no recipe."""
+    if name in ("DEMO_CONFIGS", "REAL_DEMO_CONFIGS"):
+        return demo_configs(real=name == "REAL_DEMO_CONFIGS")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # --real: SmolLM2-135M-Instruct (`make real-model`) on the real data in ../shared/data
-REAL_DEMO_CONFIGS = {"w2s": ("real_w2s.yaml", "real_w2s_quick.yaml"),
-                     "llm2": ("real_llm2.yaml", "real_llm2_quick.yaml"),
-                     "critique": ("real_critique.yaml", "real_critique_quick.yaml")}
 REAL_MODEL_DIR = REPO_CONFIGS.parent / "models" / "smollm2-135m-instruct"
 SHARED_DATA_DIR = REPO_CONFIGS.parent.parent / "shared" / "data"
 
@@ -123,9 +139,27 @@ def check_real_demo(model_dir: Path | None = None, data_dir: Path | None = None)
                                    "its configs name the model and data relative to it")
 
 
+class RecipeChoice(click.Choice):
+    """The recipes' names and aliases (from their records) and ``all``, listed when asked for:
+    the CLI imports no recipe until a demo runs or its help is shown."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self) -> list[str]:          # type: ignore[override]
+        from raysys.recipes import recipes
+
+        return [n for rec in recipes().values() for n in rec.names] + ["all"]
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 @click.command()
-@click.option("--recipe", "recipe", type=click.Choice(["w2s", "llm2", "critique", "all"]),
-              default="w2s", show_default=True, help="Which method's demo to run (all: one after another).")
+@click.option("--recipe", "recipe", type=RecipeChoice(), default="w2s", show_default=True,
+              help="Which method's demo to run (all: one after another).")
 @click.option("--quick", is_flag=True, help="The small plumbing demo (every stage, few steps; minutes, mostly trainer start-up).")
 @click.option("--real", is_flag=True, help="SmolLM2-135M-Instruct (`make real-model`) on real GSM8K "
                                            "data instead of tiny models on the synthetic task.")
@@ -138,10 +172,15 @@ def demo(recipe: str, quick: bool, real: bool, run_dir: str | None, overrides: t
          force: bool, verbose: bool) -> None:
     """The methods on the synthetic arithmetic task with tiny models, on local Ray (CPU);
     with --real, on a real pretrained model and real data."""
-    configs = REAL_DEMO_CONFIGS if real else DEMO_CONFIGS
+    from raysys.recipes import get_recipe
+
+    configs = demo_configs(real)
     if real:
         check_real_demo()
-    names = list(configs) if recipe == "all" else [recipe]
+    names = list(configs) if recipe == "all" else [get_recipe(recipe).name]
+    for name in names:
+        if name not in configs:
+            raise click.ClickException(f"--recipe {name}: no {'real ' if real else ''}demo config")
     # all: the recipes share pre-trained tiny models of identical settings (trained once)
     shared = (f"tiny_cache={Path(run_dir or 'runs') / 'tiny_cache'}",) \
         if recipe == "all" and not real else ()

@@ -1,27 +1,26 @@
-"""Report figures: one PNG per method, several panels, from a run's ``result.json`` data.
+"""Report figures: one PNG per run, several panels, from a run's ``result.json`` data.
 
 Two layers, so the data is testable without drawing: :func:`method_panels` turns the result
 into :class:`Panel` data (pure), :func:`draw_panels` draws them with matplotlib's Agg canvas
 (imported lazily; no pyplot, so no global backend state) and writes a sidecar JSON beside the
 PNG listing the panel titles actually drawn and their numbers.
+
+Panels read structured data only: each row's ``tags`` (``beta``, ``best_of``, ``iteration``,
+``branch``; written by the recipe), ``maj_k`` / ``maj_acc``, and ``extra["test_time"]`` round
+tables; never row names or section headings. Which panels a figure has is the recipe's layout
+(``result["layout"]["panels"]``, from its record); without one, every panel with data.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raysys.grading.metrics import wilson_interval
 
-BETA_ROW = re.compile(r"^guided_beta(?P<beta>[0-9.]+(?:e-?[0-9]+)?)$")
-BEST_OF_ROW = re.compile(r"^best_of_(?P<k>[0-9]+)$")
-ITER_ROW = re.compile(r"^(?P<branch>[a-z]+)_iter(?P<t>[0-9]+)$")
-TT_HEADING = re.compile(r"^Test time, (?P<gate>[\w-]+)-gated critique -> refine$")
-CI_CELL = re.compile(r"^\s*(?P<acc>[0-9.]+)\s*\[\s*(?P<lo>[0-9.]+)\s*,\s*(?P<hi>[0-9.]+)\s*\]")
 TT_MODES = ("last", "majority")      # "pass" is an upper bound, not a decoder: left off the plot
 
 
@@ -69,13 +68,15 @@ def accuracy_bars(evals: Sequence[Mapping[str, Any]]) -> Panel:
     return Panel("Greedy accuracy (95% CI)", "bar", "model", "accuracy (%)", [_series("greedy", pts)])
 
 
+def _tag(row: Mapping[str, Any], name: str) -> Any:
+    return (row.get("tags") or {}).get(name)
+
+
 def beta_panel(evals: Sequence[Mapping[str, Any]]) -> Panel | None:
-    """Guided greedy accuracy against beta; the ``plain`` row is beta 0. None without guided rows."""
-    pts = []
-    for r in evals:
-        m = BETA_ROW.match(str(r["model"]))
-        if m or r["model"] == "plain":
-            pts.append((float(m["beta"]) if m else 0.0, int(r["correct"]), int(r["n"])))
+    """Greedy accuracy against the rows' ``beta`` tag (0: plain decoding). None without a row
+    guided by a beta above 0."""
+    pts = [(float(_tag(r, "beta")), int(r["correct"]), int(r["n"])) for r in evals
+           if _tag(r, "beta") is not None]
     if not any(b > 0 for b, _, _ in pts):
         return None
     return Panel("Accuracy vs beta", "line", "beta (0 = plain)", "accuracy (%)",
@@ -83,38 +84,40 @@ def beta_panel(evals: Sequence[Mapping[str, Any]]) -> Panel | None:
 
 
 def k_panel(evals: Sequence[Mapping[str, Any]]) -> Panel | None:
-    """Greedy (k=1) against maj@k per decoder, and verifier best-of-k. None when neither exists."""
+    """Greedy (k=1) against maj@k per decoder, and best-of-k rows (``best_of`` tag). None when
+    neither exists."""
     series = []
     for r in evals:
         n, name = int(r["n"]), str(r["model"])
         if r.get("maj_acc") is not None and r.get("maj_k"):
             maj = round(float(r["maj_acc"]) * n)
             series.append(_series(f"{name} maj@k", [(1, int(r["correct"]), n), (int(r["maj_k"]), maj, n)]))
-        elif (m := BEST_OF_ROW.match(name)) is not None:
-            series.append(_series(name, [(int(m["k"]), int(r["correct"]), n)]))
+        elif _tag(r, "best_of") is not None:
+            series.append(_series(name, [(int(_tag(r, "best_of")), int(r["correct"]), n)]))
     if not series:
         return None
     return Panel("Accuracy vs k (k=1: greedy)", "line", "k (samples)", "accuracy (%)", series)
 
 
 def iteration_panel(evals: Sequence[Mapping[str, Any]]) -> Panel | None:
-    """Accuracy per self-improvement iteration for each branch; ``actor_iter0`` is iteration 0."""
+    """Accuracy per iteration (``iteration`` tag) for each ``branch``; a row of iteration 0
+    without a branch (the model every branch starts from) begins each branch's line."""
     by_branch: dict[str, list[tuple[int, int, int]]] = {}
     start = None
     for r in evals:
-        m = ITER_ROW.match(str(r["model"]))
-        if m is None:
+        t, branch = _tag(r, "iteration"), _tag(r, "branch")
+        if t is None:
             continue
-        pt = (int(m["t"]), int(r["correct"]), int(r["n"]))
-        if m["branch"] == "actor" and pt[0] == 0:
-            start = pt
-        elif m["branch"] != "actor":
-            by_branch.setdefault(m["branch"], []).append(pt)
+        pt = (int(t), int(r["correct"]), int(r["n"]))
+        if branch is None:
+            start = pt if int(t) == 0 else start
+        else:
+            by_branch.setdefault(str(branch), []).append(pt)
     if not by_branch:
         return None
     series = [_series(b, ([start] if start else []) + sorted(pts)) for b, pts in by_branch.items()]
-    return Panel("Accuracy per iteration", "line", "iteration (0 = seed SFT actor)", "accuracy (%)",
-                 series)
+    return Panel("Accuracy per iteration", "line", "iteration (0 = starting model)",
+                 "accuracy (%)", series)
 
 
 def rounds_panel(tables: Mapping[str, Sequence[Mapping[str, float]]]) -> Panel | None:
@@ -135,56 +138,28 @@ def rounds_panel(tables: Mapping[str, Sequence[Mapping[str, float]]]) -> Panel |
                  "accuracy (%)", series)
 
 
-def parse_round_table(markdown: str) -> list[dict[str, float]]:
-    """The rows of a ``format_round_table`` Markdown table (as written in a report section) back
-    as numbers: ``round``, each mode with ``_lo``/``_hi`` (fractions), tokens and seconds."""
-    lines = [ln.strip() for ln in markdown.splitlines() if ln.strip().startswith("|")]
-    if len(lines) < 3:
-        return []
-    head = [c.strip() for c in lines[0].strip("|").split("|")]
-    out = []
-    for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        if len(cells) != len(head):
-            raise ValueError(f"round table row has {len(cells)} cells, header {len(head)}: {ln!r}")
-        row: dict[str, float] = {}
-        for name, cell in zip(head, cells):
-            if name.endswith(" acc [95% CI]"):
-                m = CI_CELL.match(cell)
-                if m is None:
-                    raise ValueError(f"round table cell {cell!r}: expected 'acc [lo, hi]'")
-                mode = name.split(" ")[0]
-                row.update({mode: float(m["acc"]) / 100, f"{mode}_lo": float(m["lo"]) / 100,
-                            f"{mode}_hi": float(m["hi"]) / 100})
-            else:
-                row[name.replace(" ", "_")] = float(cell)
-        out.append(row)
-    return out
-
-
 def round_tables(result: Mapping[str, Any]) -> dict[str, list[dict[str, float]]]:
-    """Per gate, the test-time round table: from ``extra["test_time"]`` when the recipe stored
-    it, else parsed from the ``Test time, <gate>-gated ...`` report sections."""
-    stored = (result.get("extra") or {}).get("test_time")
-    if stored:
-        return {str(g): list(t) for g, t in stored.items()}
-    tables = {}
-    for head, body in (result.get("sections") or {}).items():
-        m = TT_HEADING.match(head)
-        if m is not None:
-            tables[m["gate"]] = parse_round_table(body)
-    return tables
+    """Per gate, the test-time round table the recipe stored in ``extra["test_time"]``."""
+    stored = (result.get("extra") or {}).get("test_time") or {}
+    return {str(g): list(t) for g, t in stored.items()}
+
+
+# The panels a recipe's record may name (its layout's ``panels``), each a function of the
+# result returning None when the result has no data for it.
+PANELS: dict[str, Callable[[Mapping[str, Any]], Panel | None]] = {
+    "beta": lambda result: beta_panel(result.get("evals") or []),
+    "k": lambda result: k_panel(result.get("evals") or []),
+    "iterations": lambda result: iteration_panel(result.get("evals") or []),
+    "rounds": lambda result: rounds_panel(round_tables(result)),
+}
 
 
 def method_panels(result: Mapping[str, Any]) -> list[Panel]:
-    """The panels of a method's figure: the accuracy bars, then the method's own views."""
+    """The panels of a run's figure: the accuracy bars, then the panels its layout names (every
+    panel with data when it names none)."""
     evals = result.get("evals") or []
-    panels = [accuracy_bars(evals)]
-    method = result.get("method")
-    if method == "llm2":
-        panels += [beta_panel(evals), k_panel(evals)]
-    elif method == "critique":
-        panels += [iteration_panel(evals), rounds_panel(round_tables(result))]
+    names = (result.get("layout") or {}).get("panels")
+    panels = [accuracy_bars(evals)] + [PANELS[n](result) for n in (PANELS if names is None else names)]
     return [p for p in panels if p is not None]
 
 
@@ -247,7 +222,8 @@ def draw_panels(panels: Sequence[Panel], png: str | Path, *, suptitle: str = "")
 
 
 def write_method_figure(result: Mapping[str, Any], figures_dir: str | Path) -> Path:
-    """``figures_dir/<method>.png`` (+ sidecar JSON) for a run's result; returns the PNG path."""
+    """``figures_dir/<method>.png`` (+ sidecar JSON) for a run's result (the recipe's name
+    names the file); returns the PNG path."""
     method = str(result.get("method") or "run")
     png = Path(figures_dir) / f"{method}.png"
     draw_panels(method_panels(result), png, suptitle=str(result.get("title") or ""))

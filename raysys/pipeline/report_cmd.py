@@ -17,10 +17,14 @@ from raysys.data.io import DataError
 
 RESULT_FILE = "result.json"        # written by raysys.recipes.steps.finish
 FIGURES_DIR = "figures"
-# The row every other row is compared with (paired bootstrap), per method; else the first row.
-BASELINES = {"w2s": "strong_icl", "llm2": "plain", "critique": "actor_iter0"}
 # Per-problem fields of a result row (for paired comparisons), not report columns.
 OUTCOME_KEYS = ("outcomes", "maj_outcomes")
+# Fields of a result row that are not report columns: outcomes, what the row is (its tags, for
+# the figures) and whether it is the baseline the other rows are compared with.
+NON_COLUMNS = (*OUTCOME_KEYS, "tags", "baseline")
+# How a result reads when its recipe's layout is unknown: the first row is the baseline,
+# a differences table, every figure panel its rows have data for.
+DEFAULT_LAYOUT: dict[str, Any] = {"baseline": None, "differences": True, "panels": None}
 
 
 @dataclass
@@ -70,7 +74,7 @@ def result_problem(result: Any) -> str | None:
         return "expected an object with an 'evals' list"
     method = result.get("method")
     if not isinstance(method, str) or not method:
-        return "expected a 'method' (w2s, llm2 or critique)"
+        return "expected a 'method' (the recipe's name)"
     if result.get("title") is not None and not isinstance(result["title"], str):
         return f"title: expected text, got {result['title']!r}"[:200]
     seen: set[str] = set()
@@ -96,13 +100,25 @@ def result_problem(result: Any) -> str | None:
             if row.get(key) is not None and not _outcome_map(row[key]):
                 return (f"evals[{i}] ({name}).{key}: expected an object of problem id -> "
                         "true/false")
+        tags = row.get("tags")
+        if tags is not None and not (isinstance(tags, dict) and all(
+                v is None or isinstance(v, (str, bool)) or _finite(v) for v in tags.values())):
+            return (f"evals[{i}] ({name}).tags: expected an object of name -> text, finite "
+                    "number, true/false or null")
+        if row.get("baseline") not in (None, True, False):
+            return f"evals[{i}] ({name}).baseline: expected true/false, got {row['baseline']!r}"
     sections = result.get("sections")
     if sections is not None and not (isinstance(sections, dict)
                                      and all(isinstance(v, str) for v in sections.values())):
         return "sections: expected an object of heading -> text"
+    if sum(bool(r.get("baseline")) for r in result["evals"]) > 1:
+        return "evals: more than one row marked as the baseline"
     extra = result.get("extra")
     if extra is not None and not isinstance(extra, dict):
         return f"extra: expected an object, got {type(extra).__name__}"
+    wrong = layout_problem(result.get("layout"))
+    if wrong:
+        return wrong
     from raysys.pipeline.figures import round_tables
 
     from raysys.pipeline.figures import TT_MODES
@@ -124,11 +140,50 @@ def result_problem(result: Any) -> str | None:
     return None
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def layout_problem(layout: Any) -> str | None:
+    """What is wrong with a result's ``layout`` (written from the recipe's record: ``baseline``
+    a row name or null, ``differences`` true/false, ``panels`` a list of panel names or null),
+    or None. Pure."""
+    from raysys.pipeline.figures import PANELS
+
+    if layout is None:
+        return None
+    if not isinstance(layout, dict):
+        return f"layout: expected an object, got {type(layout).__name__}"
+    if layout.get("baseline") is not None and not isinstance(layout["baseline"], str):
+        return f"layout.baseline: expected a row name or null, got {layout['baseline']!r}"[:200]
+    if not isinstance(layout.get("differences", True), bool):
+        return f"layout.differences: expected true/false, got {layout['differences']!r}"[:200]
+    panels = layout.get("panels")
+    if panels is not None and not (isinstance(panels, list)
+                                   and all(isinstance(p, str) and p in PANELS for p in panels)):
+        return f"layout.panels: expected a list of {', '.join(PANELS)}, got {panels!r}"[:200]
+    return None
+
+
+def with_layout(result: Mapping[str, Any], layout: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``result`` read with a layout: its own (written by the recipe), else ``layout`` (the
+    recipe's record, for results written before results carried one), else
+    :data:`DEFAULT_LAYOUT`; the layout's baseline row is marked when no row is. Pure."""
+    out = dict(result)
+    merged = {**DEFAULT_LAYOUT, **(layout or {}), **(result.get("layout") or {})}
+    out["layout"] = merged
+    evals = list(out.get("evals") or [])
+    if merged["baseline"] and not any(r.get("baseline") for r in evals):
+        out["evals"] = [{**r, "baseline": True} if r["model"] == merged["baseline"] else r
+                        for r in evals]
+    return out
+
+
 def baseline_row(method: str, evals: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The method's comparison row (:data:`BASELINES`) when present, else the first row."""
-    want = BASELINES.get(method)
+    """The row marked ``baseline`` (the recipe's comparison row) when present, else the first
+    row. ``method`` is not read (a result's rows say which is the baseline)."""
     for r in evals:
-        if r["model"] == want:
+        if r.get("baseline"):
             return r
     return evals[0] if evals else None
 
@@ -162,10 +217,10 @@ def render_run_report(result: Mapping[str, Any], state: Mapping[str, Any],
 
     evals = list(result.get("evals") or [])
     base = baseline_row(str(result.get("method")), evals)
-    # A recipe that wrote its own paired-bootstrap section (LLM2) already has these comparisons.
-    own = any("paired bootstrap" in head for head in (result.get("sections") or {}))
+    # A recipe whose own sections hold its paired comparisons (LLM2) says so in its layout.
+    own = not (result.get("layout") or DEFAULT_LAYOUT).get("differences", True)
     diffs = differences_table(evals, base) if base is not None and not own else ""
-    rows = [{k: v for k, v in r.items() if k not in OUTCOME_KEYS} for r in evals]
+    rows = [{k: v for k, v in r.items() if k not in NON_COLUMNS} for r in evals]
     return render_report(str(result.get("title") or result.get("method")), rows, dict(state),
                          dict(result.get("sections") or {}), figures=list(figures),
                          differences=diffs or None)
@@ -189,20 +244,22 @@ def check_report_outputs(run_dir: Path, method: str, *, figures: bool = True) ->
 
     if method in (".", "..") or any(c in method for c in "/\\\0"):
         raise DataError(f"{run_dir / RESULT_FILE}: method {method!r}: expected a plain name "
-                        "(w2s, llm2 or critique); it names the figure file")
+                        "(the recipe's); it names the figure file")
     inputs = {RESULT_FILE: run_dir / RESULT_FILE, "state.json": run_dir / "state.json"}
     for key, out in report_outputs(run_dir, method, figures=figures).items():
         check_not_an_input(out, inputs, key)
 
 
-def regenerate(run_dir: str | Path, *, figures: bool = True) -> ReportFiles:
+def regenerate(run_dir: str | Path, *, figures: bool = True,
+               layout: Mapping[str, Any] | None = None) -> ReportFiles:
     """Rewrite ``RUN_DIR/report.md`` and (unless ``figures=False``) ``RUN_DIR/figures/<method>.png``
-    with its sidecar JSON, from ``result.json`` and ``state.json``."""
+    with its sidecar JSON, from ``result.json`` and ``state.json``. ``layout``: the recipe's
+    (its record's), used where ``result.json`` carries none (:func:`with_layout`)."""
     from raysys.pipeline.report import write_report
     from raysys.pipeline.run_dir import load_state
 
     run_dir = Path(run_dir).expanduser()
-    result = load_result(run_dir)
+    result = with_layout(load_result(run_dir), layout)
     state = load_state(run_dir, verify=False)      # the report is drawn from result.json
     check_report_outputs(run_dir, str(result["method"]), figures=figures and bool(result["evals"]))
     pngs: list[Path] = []

@@ -31,14 +31,8 @@ from raysys.recipes import critique_steps as cs
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes.critique_config import CritiqueConfig
+from raysys.recipes.record import Recipe
 from raysys.recipes.steps import EvalRow, RecipeResult, StepContext
-
-CONFIG = CritiqueConfig
-
-
-def run(cfg: CritiqueConfig, *, force: bool = False) -> RecipeResult:
-    """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
@@ -53,7 +47,8 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
     seed_path = steps.data_stage(ctx, "seed_sft", direct + refine_rows, "sft",
                                  metrics={"direct": len(direct), "refine": len(refine_rows)})
     actor0 = models.train(ctx, "actor_iter0", "sft", base, seed_path, cfg.seed_sft.train)
-    evals = {"iter0": steps.evaluate(ctx, "actor_iter0", test, actor0, "zero_shot")}
+    evals = {"iter0": steps.evaluate(ctx, "actor_iter0", test, actor0, "zero_shot",
+                                     tags={"iteration": 0})}
 
     # 1. the critic (given, or trained on gold critiques), scored on held-out solutions
     critic = cfg.models.critic or _train_critic(cfg, ctx, seed_problems, base, actor0)
@@ -67,7 +62,8 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
         for b in branches:
             actors[b], stats = _iteration(cfg, ctx, t, b, train, base, actors[b], critic,
                                           direct, refine_rows)
-            evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot")
+            evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot",
+                                                   tags={"iteration": t, "branch": b})
             per_iter.append({"iteration": t, "branch": b, **stats})
     sections["Self-improvement per iteration"] = _loop_section(evals, per_iter, branches,
                                                                cfg.loop.critiques, cfg.loop.keep)
@@ -86,10 +82,10 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
         last = table[-1]
         tt_rows.append(EvalRow(f"{final_name}+refine_{gate}_r{cfg.test_time.rounds}",
                                round(last["last"] * last["n"]), int(last["n"]),
-                               outcomes=_round_outcomes(answers, test, "last")))
+                               outcomes=_round_outcomes(answers, test, "last"),
+                               tags={"gate": gate, "rounds": cfg.test_time.rounds}))
 
-    return steps.finish(ctx, "critique", f"Critique-in-the-loop: {ctx.rd.path.name}",
-                        list(evals.values()) + tt_rows, sections,
+    return steps.finish(ctx, list(evals.values()) + tt_rows, sections,
                         extra={"per_iteration": per_iter, "test_time": tt_tables})
 
 
@@ -281,3 +277,9 @@ def _round_outcomes(answers: dict, test: pa.Table, mode: str,
 
     return {p["id"]: bool(vote_rounds(answers[p["id"]][:rounds], mode, p["gold_answer"]).correct)
             for p in test.to_pylist()}
+
+
+RECIPE = Recipe(name="critique", title="Critique-in-the-loop", config=CritiqueConfig, body=_run,
+                baseline="actor_iter0", panels=("iterations", "rounds"),
+                demo=("critique_demo.yaml", "critique_demo_quick.yaml"),
+                real_demo=("real_critique.yaml", "real_critique_quick.yaml"), order=30)

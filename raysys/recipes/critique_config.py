@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
-                           SamplingConfig, check_file)
+from raysys.config import ConfigError, DatasetSpec, ModelSpec, SamplingConfig, check_file
+from raysys.recipes.config_base import RecipeConfig, RecipeData
 from raysys.recipes.model_steps import TinyModel
 from raysys.training.config import LoraConfig, TrainConfig
 
@@ -25,8 +25,8 @@ def _tiny_stage(lr: float = 1e-3) -> TrainConfig:
                        micro_batch_size=16, warmup_ratio=0.05)
 
 
-@dataclass
-class CritiqueData:
+@dataclass(kw_only=True)
+class CritiqueData(RecipeData):
     train: DatasetSpec                   # questions the loop samples (gold answers grade them)
     test: DatasetSpec
     seed: DatasetSpec | None = None      # seed-SFT / critic-data problems (default: train)
@@ -37,7 +37,6 @@ class CritiqueData:
     # (seed_sft.direct, seed_sft.refine_mix: corrupted, correct) and a critic trained here
     # (critic_train.mix: gold, corrupted).
     seed_calc: bool = False
-    grade_style: str = "default"
 
     def validate(self, path: str) -> None:
         check_file(self.seed_file, _key(path, "seed_file"))
@@ -142,16 +141,13 @@ class TestTime:
                                   "each gate once")
 
 
-@dataclass
-class CritiqueConfig:
+@dataclass(kw_only=True)
+class CritiqueConfig(RecipeConfig):
     """``recipe: critique``: critique-in-the-loop, train time and test time."""
 
-    recipe: Literal["critique"]
-    run_dir: str
     data: CritiqueData
     models: CritiqueModels
     tiny: TinyModel | None = None        # required when models.actor.path is 'tiny'
-    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     seed_sft: SeedSFT = field(default_factory=SeedSFT)
     critic_train: CriticTrain = field(default_factory=CriticTrain)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -160,19 +156,14 @@ class CritiqueConfig:
     prompt_variant: Literal["short", "full"] = "short"    # short: tiny models' Q/A format
     greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=64))
     critique_tokens: int = 96
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    seed: int = 0
 
-    def validate(self, path: str) -> None:
+    def check(self, path: str) -> None:
         for key, stage in (("seed_sft.train", self.seed_sft.train),
                            ("critic_train.train", self.critic_train.train),
                            ("loop.train", self.loop.train)):
             stage.check_stage(key)
         if self.models.actor.path == "tiny" and self.tiny is None:
             raise ConfigError("tiny: required when models.actor.path is 'tiny'")
-        if self.greedy.temperature != 0.0:
-            raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
         synthetic = self.data.train.name == "synthetic"
         seeded = self.data.seed_file is not None or self.data.seed_calc
         if self.models.critic is None and not synthetic and not seeded:

@@ -22,14 +22,8 @@ from raysys.pipeline.stats import TRAINING_NOISE
 from raysys.recipes import model_steps as models
 from raysys.recipes import steps
 from raysys.recipes.llm2_config import LLM2Config
+from raysys.recipes.record import Recipe
 from raysys.recipes.steps import EvalRow, RecipeResult, StepContext
-
-CONFIG = LLM2Config
-
-
-def run(cfg: LLM2Config, *, force: bool = False) -> RecipeResult:
-    """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:
@@ -49,7 +43,7 @@ def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:
     # 3-4. plain vs guided decoding on the test split
     d = cfg.decode
     plain = steps.evaluate(ctx, "plain", test, llm, cfg.template, maj_k=d.maj_k,
-                           temperature=d.temperature)
+                           temperature=d.temperature, tags={"beta": 0.0})
     guided = _guided(cfg, ctx, test, llm, str(verifier), d.beta, maj_k=d.maj_k)
     rows = [plain, guided] + [_guided(cfg, ctx, test, llm, str(verifier), b) for b in d.beta_sweep
                               if b != d.beta]
@@ -57,7 +51,7 @@ def _run(cfg: LLM2Config, ctx: StepContext) -> RecipeResult:
         rows.append(_best_of_k(cfg, ctx, test, llm, str(verifier)))
     sections["Guided minus plain (paired bootstrap)"] = _differences(plain, guided, rows, d.maj_k)
 
-    return steps.finish(ctx, "llm2", f"LLM2: {ctx.rd.path.name}", rows, sections)
+    return steps.finish(ctx, rows, sections)
 
 
 def _token_pairs(cfg: LLM2Config, ctx: StepContext, explore: pa.Table,
@@ -137,7 +131,8 @@ def _guided(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec, v
             beta: float, maj_k: int = 0) -> EvalRow:
     return steps.evaluate(ctx, f"guided_beta{beta:g}", test, llm, cfg.template, maj_k=maj_k,
                           temperature=cfg.decode.temperature,
-                          engine=_guided_engine(cfg, verifier, beta), role="decoder")
+                          engine=_guided_engine(cfg, verifier, beta), role="decoder",
+                          tags={"beta": beta})
 
 
 def _best_of_k(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec,
@@ -157,7 +152,8 @@ def _best_of_k(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec
     scores = group.map("rerank", items)
     outcomes = {pid: bool(rs[max(range(len(rs)), key=sc.__getitem__)]["correct"])
                 for (pid, rs), sc in zip(by_q.items(), scores)}
-    return EvalRow(f"best_of_{k}", sum(outcomes.values()), len(outcomes), outcomes=outcomes)
+    return EvalRow(f"best_of_{k}", sum(outcomes.values()), len(outcomes), outcomes=outcomes,
+                   tags={"best_of": k})
 
 
 def _pair_section(ctx: StepContext, verifier: str, llm: ModelSpec, held: list[dict]) -> str:
@@ -182,3 +178,9 @@ def _differences(plain: EvalRow, guided: EvalRow, rows: list[EvalRow], k: int) -
         b_row = EvalRow("b", 0, 0, outcomes=guided.maj_outcomes)
         lines.append(f"| guided maj@{k} − plain maj@{k} | {b_row.minus(a_row).cell()} |")
     return "\n".join([*lines, "", TRAINING_NOISE])
+
+
+RECIPE = Recipe(name="llm2", title="LLM2", config=LLM2Config, body=_run, baseline="plain",
+                differences=False, panels=("beta", "k"),
+                demo=("llm2_demo.yaml", "llm2_demo_quick.yaml"),
+                real_demo=("real_llm2.yaml", "real_llm2_quick.yaml"), order=20)

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
-                           SamplingConfig, check_file)
+from raysys.config import ConfigError, DatasetSpec, ModelSpec, SamplingConfig, check_file
 from raysys.llm2.explore_config import ExploreConfig
+from raysys.recipes.config_base import RecipeConfig, RecipeData
 from raysys.recipes.model_steps import TinyModel
 from raysys.training.config import LoraConfig, TrainConfig
 
@@ -22,13 +22,12 @@ def _key(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-@dataclass
-class LLM2Data:
+@dataclass(kw_only=True)
+class LLM2Data(RecipeData):
     explore: DatasetSpec                 # problems with gold solutions to explore on
     test: DatasetSpec
     heldout: int = 200                   # explore problems held out for pair accuracy
     pairs_file: str | None = None        # the authors' LLM2 JSONL instead of exploring here
-    grade_style: str = "default"
 
     def validate(self, path: str) -> None:
         check_file(self.pairs_file, _key(path, "pairs_file"))
@@ -84,16 +83,13 @@ def _verifier_train() -> TrainConfig:
     return TrainConfig(lr=2e-5, warmup_ratio=0.1, epochs=2, lora=LoraConfig(enabled=False))
 
 
-@dataclass
-class LLM2Config:
+@dataclass(kw_only=True)
+class LLM2Config(RecipeConfig):
     """``recipe: llm2``: explore -> token_pairs -> verifier -> guided decoding vs plain."""
 
-    recipe: Literal["llm2"]
-    run_dir: str
     data: LLM2Data
     models: LLM2Models
     tiny: TinyModel | None = None        # required when models.llm.path is 'tiny'
-    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     verifier_train: TrainConfig = field(default_factory=_verifier_train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -103,11 +99,8 @@ class LLM2Config:
     # pairs rendered as text (base models trained on Q/A text, like the tiny demo's).
     template: Literal["chat", "zero_shot"] = "chat"
     greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=512))
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    seed: int = 0
 
-    def validate(self, path: str) -> None:
+    def check(self, path: str) -> None:
         self.verifier_train.check_stage("verifier_train")
         self.explore.check_expert(self.models.expert, "explore", "models.expert")
         if self.models.llm.path == "tiny" and self.tiny is None:
@@ -117,8 +110,6 @@ class LLM2Config:
             raise ConfigError(f"tiny.pretrain_format: expected {want!r} with template "
                               f"{self.template!r} (the tiny LLM must be trained in the format it "
                               f"is explored and decoded in)")
-        if self.greedy.temperature != 0.0:
-            raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
         if self.engine.kind == "guided":
             raise ConfigError("engine.kind: the run's plain engine (hf, vllm or auto); guided "
                               "decoding is set up by the recipe from decode.*")

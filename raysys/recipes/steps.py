@@ -45,6 +45,7 @@ class StepContext:
     groups: Any = None           # raysys.distributed.roles.RoleGroups (Ray is imported lazily)
     # Pre-trained tiny models by config fingerprint, shared between runs (None: no sharing).
     tiny_cache: Path | None = None
+    recipe: Any = None           # the running method's raysys.recipes.record.Recipe
 
     def sampler(self, model: ModelSpec, engine: EngineConfig | None = None,
                 role: str = "sampler") -> Callable[[], Any]:
@@ -69,6 +70,10 @@ class EvalRow:
     outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
     # problem_id -> maj@k vote correct (rows evaluated with maj_k > 1; `raysys compare ROW@maj`)
     maj_outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
+    # What the row is, as data the figures plot (raysys.pipeline.figures): ``beta`` (guided
+    # decoding; 0 = plain), ``best_of`` (k of a best-of-k row), ``iteration`` and ``branch``
+    # (a self-improvement loop; iteration 0 without a branch starts every branch).
+    tags: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -96,12 +101,13 @@ class RecipeResult:
         return {r.model: r.accuracy for r in self.evals}
 
     def eval_dicts(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in asdict(r).items() if k not in OUTCOME_KEYS} for r in self.evals]
+        return [{k: v for k, v in asdict(r).items() if k not in (*OUTCOME_KEYS, "tags")}
+                for r in self.evals]
 
 
 def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, grade_style: str,
                  greedy: SamplingConfig, seed: int, tiny_cache: str | None = None,
-                 inputs: Sequence[str] = ()) -> StepContext:
+                 inputs: Sequence[str] = (), in_process: bool = False) -> StepContext:
     """Start (or join) Ray for the run and make the role groups; close with :func:`close_context`.
 
     ``inputs`` (the local paths the config names) and the run dir are what other nodes may need:
@@ -111,27 +117,28 @@ def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, gr
     from raysys.distributed.roles import RoleGroups
     from raysys.distributed.storage import use_storage
 
+    if in_process:
+        raise NotImplementedError("open_context: in_process")
     init_ray(cluster)
     use_storage(cluster.storage, rd.path, [*inputs, *([tiny_cache] if tiny_cache else [])])
     return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster),
                        Path(tiny_cache).expanduser() if tiny_cache else None)
 
 
-def run_recipe(cfg: Any, body: Callable[[Any, StepContext], RecipeResult], *,
-               force: bool = False) -> RecipeResult:
-    """Open the run dir of a recipe config (``run_dir``, ``engine``, ``cluster``,
-    ``data.grade_style``, ``greedy``, ``seed``, ``tiny_cache``), run ``body(cfg, ctx)``, always
-    close it."""
-    from raysys.config import to_dict
-
-    from raysys.config import config_inputs
+def run_recipe(recipe: Any, cfg: Any, *, force: bool = False,
+               in_process: bool = False) -> RecipeResult:
+    """Open the run dir of a recipe config (its :class:`~raysys.recipes.config_base.RecipeConfig`
+    header), run ``recipe.body(cfg, ctx)``, always close it. ``recipe`` is the method's
+    :class:`~raysys.recipes.record.Recipe`."""
+    from raysys.config import config_inputs, to_dict
 
     rd = RunDir(cfg.run_dir, to_dict(cfg), force=force)
-    ctx = open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.data.grade_style,
-                       greedy=cfg.greedy, seed=cfg.seed, tiny_cache=getattr(cfg, "tiny_cache", None),
-                       inputs=list(config_inputs(cfg).values()))
+    ctx = open_context(rd, engine=cfg.engine, cluster=cfg.cluster, grade_style=cfg.grade_style,
+                       greedy=cfg.greedy, seed=cfg.seed, tiny_cache=cfg.tiny_cache,
+                       inputs=list(config_inputs(cfg).values()), in_process=in_process)
+    ctx.recipe = recipe
     try:
-        return body(cfg, ctx)
+        return recipe.body(cfg, ctx)
     except StageError as e:
         if "resum" in str(e):
             raise
@@ -246,9 +253,11 @@ def generate(ctx: StepContext, name: str, items: list[dict[str, Any]], *, keys: 
 def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, template: str, *,
              demos: list[list[str]] | None = None, maj_k: int = 0, temperature: float = 0.7,
              iteration: int = 0, engine: EngineConfig | None = None,
-             role: str = "sampler", system: str | None = None) -> EvalRow:
+             role: str = "sampler", system: str | None = None,
+             tags: dict[str, Any] | None = None) -> EvalRow:
     """Greedy accuracy on ``test``; with ``maj_k > 1`` also maj@k and pass@k over ``maj_k``
-    samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting)."""
+    samples at ``temperature`` (one maj@k for the whole tree: equivalence-based voting).
+    ``tags``: what the row is, for the figures (:attr:`EvalRow.tags`)."""
     from raysys.distributed.metrics import maj_outcomes, summarize_samples
 
     greedy = sample(ctx, f"eval_{name}", test, model, template, demos=demos, iteration=iteration,
@@ -257,7 +266,7 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
     outcomes = {r["problem_id"]: bool(r["correct"]) for r in greedy.to_pylist()
                 if r["sample_idx"] == 0 and r["correct"] is not None}
     row = EvalRow(name, int(m.get("correct_first") or 0), int(m.get("graded_problems") or 0),
-                  outcomes=outcomes)
+                  outcomes=outcomes, tags=dict(tags or {}))
     if maj_k > 1:
         sampling = replace(ctx.greedy, n=maj_k, temperature=temperature, seed=ctx.seed)
         many = sample(ctx, f"eval_{name}_maj{maj_k}", test, model, template, demos=demos,
@@ -273,11 +282,11 @@ def evaluate(ctx: StepContext, name: str, test: pa.Table, model: ModelSpec, temp
 # Report
 # ------------------------------------------------------------------------------------------
 
-def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
-           sections: dict[str, str], extra: dict[str, Any] | None = None) -> RecipeResult:
-    """Close the run: ``result.json`` (the rows with per-problem outcomes, the report sections;
-    what ``raysys report`` re-renders from), then ``report.md`` with timings, paired
-    differences and ``figures/<method>.png``."""
+def finish(ctx: StepContext, evals: list[EvalRow], sections: dict[str, str],
+           extra: dict[str, Any] | None = None) -> RecipeResult:
+    """Close the run: ``result.json`` (the rows with per-problem outcomes and tags, the report
+    sections, the recipe's report layout: what ``raysys report`` re-renders from), then
+    ``report.md`` with timings, paired differences and ``figures/<recipe>.png``."""
     import json
 
     from raysys.data.io import atomic_write_text
@@ -285,10 +294,13 @@ def finish(ctx: StepContext, method: str, title: str, evals: list[EvalRow],
     from raysys.pipeline.report import compute_shares, phase_timings
     from raysys.pipeline.report_cmd import RESULT_FILE, regenerate
 
+    rec = ctx.recipe
     ctx.rd.finish()     # records this invocation's wall time so far, for the timings table
     result = RecipeResult(str(ctx.rd.path), "", evals, extra=dict(extra or {}))
-    payload = {"method": method, "title": title, "evals": [asdict(r) for r in evals],
-               "sections": sections, "extra": result.extra}
+    rows = [{**asdict(r), **({"baseline": True} if r.model == rec.baseline else {})}
+            for r in evals]
+    payload = {"method": rec.name, "title": f"{rec.title}: {ctx.rd.path.name}", "evals": rows,
+               "sections": sections, "extra": result.extra, "layout": rec.layout()}
     atomic_write_text(ctx.rd.path / RESULT_FILE, json.dumps(payload, indent=1, default=str))
     report = regenerate(ctx.rd.path).report     # report.md and figures/, as `raysys report` does
     ctx.rd.log_metrics("evaluation", result.accuracy)

@@ -1,4 +1,4 @@
-"""The weak-to-strong recipe's typed config (``recipe: weak_to_strong``).
+"""The weak-to-strong recipe's typed config (``recipe: w2s``, or its alias ``weak_to_strong``).
 
 Defaults are the paper's (Yang et al. 2024): greedy zero-shot weak labels, few-shot strong ICL
 with weak-model demonstrations, the hybrid stage-I set, stage II with n = 10 samples at T = 1.0,
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raysys.config import (ClusterConfig, ConfigError, DatasetSpec, EngineConfig, ModelSpec,
-                           SamplingConfig, check_file, check_range)
+from raysys.config import ConfigError, DatasetSpec, ModelSpec, SamplingConfig, check_file, check_range
+from raysys.recipes.config_base import RecipeConfig, RecipeData
 from raysys.recipes.model_steps import TinyModel
 from raysys.training.config import TrainConfig
 
@@ -23,8 +23,8 @@ def _key(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-@dataclass
-class W2SData:
+@dataclass(kw_only=True)
+class W2SData(RecipeData):
     """The paper's splits: train_1 (gold, weak SFT), train_2 (unlabelled), test."""
 
     train_2: DatasetSpec
@@ -129,16 +129,13 @@ class W2SEval:
                         "completions per prompt: one replica generates a prompt's samples together")
 
 
-@dataclass
-class W2SConfig:
-    """``recipe: weak_to_strong``: the whole method, top to bottom."""
+@dataclass(kw_only=True)
+class W2SConfig(RecipeConfig):
+    """``recipe: w2s``: the whole method, top to bottom."""
 
-    recipe: Literal["weak_to_strong"]
-    run_dir: str
     data: W2SData
     models: W2SModels
     tiny: TinyModels = field(default_factory=TinyModels)
-    tiny_cache: str | None = None        # see raysys.recipes.model_steps.tiny_model
     # A paragraph before every prompt of the task (weak SFT data, weak labels, ICL, stage-I and
     # stage-II data, evaluation); never in a tiny strong model's pre-training.
     # configs/w2s_instruction.yaml (and the quick demo) use one so that the strong base model
@@ -151,12 +148,9 @@ class W2SConfig:
     eval: W2SEval = field(default_factory=W2SEval)
     greedy: SamplingConfig = field(default_factory=lambda: SamplingConfig(
         max_new_tokens=256, stop=list(W2S_STOP)))
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     export_llamafactory: bool = True
-    seed: int = 0
 
-    def validate(self, path: str) -> None:
+    def check(self, path: str) -> None:
         for key, stage in (("weak_sft.train", self.weak_sft.train), ("stage1.train", self.stage1.train),
                            ("stage2.train", self.stage2.train)):
             stage.check_stage(key)
@@ -176,8 +170,6 @@ class W2SConfig:
         if self.icl.demos_from == "gold" and self.data.train_1 is None:
             raise ConfigError("data.train_1: required for icl.demos_from 'gold' (gold demonstrations "
                               "come from the labelled split)")
-        if self.greedy.temperature != 0.0:
-            raise ConfigError(f"greedy.temperature: expected 0 (greedy), got {self.greedy.temperature}")
 
     @property
     def pairs_per_question(self) -> int:

@@ -31,16 +31,11 @@ from raysys.recipes import steps
 from raysys.recipes import w2s_data as w2s
 from raysys.prompts import response_text
 from raysys.recipes.steps import EvalRow, RecipeResult, StepContext
+from raysys.recipes.record import Recipe
 from raysys.recipes.w2s_config import W2SConfig
 from raysys.recipes.w2s_pairs import Labeled, PairRule, build_stage1, build_stage2, labels_accuracy
 
-CONFIG = W2SConfig
 log = logging.getLogger(__name__)
-
-
-def run(cfg: W2SConfig, *, force: bool = False) -> RecipeResult:
-    """Run (or resume) the recipe in ``cfg.run_dir``; returns the accuracies and report path."""
-    return steps.run_recipe(cfg, _run, force=force)
 
 
 def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
@@ -105,7 +100,7 @@ def _run(cfg: W2SConfig, ctx: StepContext) -> RecipeResult:
                 "Training data built from train_2": w2s.data_section(ctx.rd.state)}
     if cfg.stage2.enabled and stage2 is None:
         sections["Stage II"] = "No question met the stage-II criteria: no pairs, no stage-II model."
-    return steps.finish(ctx, "w2s", f"Weak-to-strong: {ctx.rd.path.name}", rows, sections)
+    return steps.finish(ctx, rows, sections)
 
 
 def _evaluate(cfg: W2SConfig, ctx: StepContext, name: str, test: pa.Table, model: ModelSpec,
@@ -196,3 +191,8 @@ def _weak_model(cfg: W2SConfig, ctx: StepContext) -> ModelSpec | None:
              "source": p["id"]} for p in train_1.to_pylist()]
     data = steps.data_stage(ctx, "weak_sft_data", rows, "sft")
     return models.train(ctx, "weak", "sft", base, data, cfg.weak_sft.train)
+
+
+RECIPE = Recipe(name="w2s", aliases=("weak_to_strong",), title="Weak-to-strong", config=W2SConfig,
+                body=_run, baseline="strong_icl", demo=("demo.yaml", "demo_quick.yaml"),
+                real_demo=("real_w2s.yaml", "real_w2s_quick.yaml"), order=10)

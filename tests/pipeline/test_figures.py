@@ -13,11 +13,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from raysys.data.io import DataError  # noqa: E402
-from raysys.pipeline.figures import (  # noqa: E402
-    method_panels,
-    parse_round_table,
-    round_tables,
-)
+from raysys.pipeline.figures import method_panels, round_tables  # noqa: E402
 from raysys.pipeline.report import phase_throughput  # noqa: E402
 from raysys.pipeline.report_cmd import regenerate, render_run_report  # noqa: E402
 
@@ -35,21 +31,36 @@ ROUNDS_MD = """| round | last acc [95% CI] | majority acc [95% CI] | pass acc [9
 | 0 | 25.0 [4.6, 69.9] | 25.0 [4.6, 69.9] | 25.0 [4.6, 69.9] | 100 | 100 | 1.0 | 1.0 |
 | 1 | 50.0 [15.0, 85.0] | 25.0 [4.6, 69.9] | 50.0 [15.0, 85.0] | 40 | 140 | 0.5 | 1.5 |"""
 
+STORED_ROUNDS = [
+    {"round": 0, "n": 4, "tokens": 100, "tokens_total": 100, "last": 0.25, "last_lo": 0.046,
+     "last_hi": 0.699, "majority": 0.25, "majority_lo": 0.046, "majority_hi": 0.699},
+    {"round": 1, "n": 4, "tokens": 40, "tokens_total": 140, "last": 0.5, "last_lo": 0.15,
+     "last_hi": 0.85, "majority": 0.25, "majority_lo": 0.046, "majority_hi": 0.699}]
+
+# results as the recipes write them: rows tagged with what they are, the recipe's layout
 RESULTS: dict[str, dict[str, Any]] = {
     "w2s": {"method": "w2s", "title": "Weak-to-strong: t", "sections": {"Data": "kept 3"}, "extra": {},
-            "evals": [_row("weak", [F, F, F, F]), _row("strong_icl", [T, F, F, F]),
+            "layout": {"baseline": "strong_icl", "differences": True, "panels": []},
+            "evals": [_row("weak", [F, F, F, F]), _row("strong_icl", [T, F, F, F], baseline=True),
                       _row("stage2", [T, T, T, F])]},
     "llm2": {"method": "llm2", "title": "LLM2: t", "extra": {},
+             "layout": {"baseline": "plain", "differences": False, "panels": ["beta", "k"]},
              "sections": {"Guided minus plain (paired bootstrap)": "| a | b |"},
-             "evals": [_row("plain", [F, F, F, F], maj_k=3, maj_acc=0.25),
-                       _row("guided_beta0.5", [T, F, F, F], maj_k=3, maj_acc=0.5),
-                       _row("guided_beta2", [T, T, F, F]), _row("best_of_3", [T, T, T, F])]},
+             "evals": [_row("plain", [F, F, F, F], maj_k=3, maj_acc=0.25, tags={"beta": 0.0},
+                            baseline=True),
+                       _row("guided_beta0.5", [T, F, F, F], maj_k=3, maj_acc=0.5, tags={"beta": 0.5}),
+                       _row("guided_beta2", [T, T, F, F], tags={"beta": 2.0}),
+                       _row("best_of_3", [T, T, T, F], tags={"best_of": 3})]},
     "critique": {"method": "critique", "title": "Critique: t",
+                 "layout": {"baseline": "actor_iter0", "differences": True,
+                            "panels": ["iterations", "rounds"]},
                  "sections": {"Test time, critic-gated critique -> refine": ROUNDS_MD + "\n\nminus ..."},
-                 "extra": {"per_iteration": []},
-                 "evals": [_row("actor_iter0", [F, F, F, F]), _row("critique_iter1", [T, F, F, F]),
-                           _row("plain_iter1", [F, F, F, F]), _row("critique_iter2", [T, T, F, F]),
-                           _row("plain_iter2", [T, F, F, F]),
+                 "extra": {"per_iteration": [], "test_time": {"critic": STORED_ROUNDS}},
+                 "evals": [_row("actor_iter0", [F, F, F, F], tags={"iteration": 0}, baseline=True),
+                           _row("critique_iter1", [T, F, F, F], tags={"iteration": 1, "branch": "critique"}),
+                           _row("plain_iter1", [F, F, F, F], tags={"iteration": 1, "branch": "plain"}),
+                           _row("critique_iter2", [T, T, F, F], tags={"iteration": 2, "branch": "critique"}),
+                           _row("plain_iter2", [T, F, F, F], tags={"iteration": 2, "branch": "plain"}),
                            {"model": "critique_iter2+refine_critic_r1", "correct": 2, "n": 4}]},
 }
 PANELS = {"w2s": ["Greedy accuracy (95% CI)"],
@@ -109,26 +120,43 @@ def test_critique_panels_start_each_branch_at_iteration_zero() -> None:
         ("critic-gated, majority", [100.0, 140.0], [0.25, 0.25], [])]
 
 
-def test_round_table_parses_what_format_round_table_writes() -> None:
-    from raysys.critique.test_time import RoundCost, format_round_table, round_table
-
-    table = round_table({"a": [["1"], ["2"]], "b": [["3"], ["4"]]}, {"a": "2", "b": "3"},
-                        [RoundCost(10, 1.0), RoundCost(5, 0.5)])
-    back = parse_round_table(format_round_table(table))
-    assert len(back) == 2
-    for got, want in zip(back, table):
-        assert got.keys() == want.keys() - {"n"}          # n is not a column of the table
-        for key, value in got.items():
-            assert value == pytest.approx(want[key], abs=1e-3), key   # cells are rounded to 0.1
-    assert back[1]["tokens_total"] == 15 and back[1]["last"] == 0.5 and back[1]["pass"] == 1.0
+def test_round_tables_are_the_stored_ones_never_the_section_text() -> None:
+    assert round_tables(RESULTS["critique"]) == {"critic": STORED_ROUNDS}
+    # a result whose round table is only in a section's text has no rounds panel: figures read
+    # structured data, never headings or Markdown
+    bare = {**RESULTS["critique"], "extra": {}}
+    assert round_tables(bare) == {}
+    assert [p.title for p in method_panels(bare)] == ["Greedy accuracy (95% CI)", "Accuracy per iteration"]
 
 
-def test_stored_round_tables_win_over_the_section_text() -> None:
-    stored = [{"round": 0, "n": 4, "tokens": 9, "tokens_total": 9, "last": 1.0, "last_lo": 0.5,
-               "last_hi": 1.0}]
-    result = {**RESULTS["critique"], "extra": {"test_time": {"oracle": stored}}}
-    assert round_tables(result) == {"oracle": stored}
-    assert round_tables(RESULTS["critique"])["critic"][1]["last"] == 0.5
+def test_panels_follow_the_tags_not_the_row_names() -> None:
+    """A row named like a guided row but untagged is not on the beta panel; a tagged row with
+    any name is. Without a layout every panel with data is drawn."""
+    rows = [_row("guided_beta9", [T, F]), _row("anything", [T, T], tags={"beta": 0.5}),
+            _row("base", [F, F], tags={"beta": 0.0})]
+    (beta,) = [p for p in method_panels({"evals": rows}) if p.title == "Accuracy vs beta"]
+    assert beta.series[0].x == [0.0, 0.5] and beta.series[0].y == [0.0, 1.0]
+    only_bars = method_panels({"evals": rows, "layout": {"panels": []}})
+    assert [p.title for p in only_bars] == ["Greedy accuracy (95% CI)"]
+
+
+def test_old_results_read_with_the_recipe_record_layout(tmp_path: Path) -> None:
+    """A result.json written before results carried a layout: `raysys report` takes the
+    baseline and panels from the recipe's record (w2s: strong_icl, not the first row)."""
+    from click.testing import CliRunner
+
+    from raysys.cli import cli
+
+    old = {k: v for k, v in RESULTS["w2s"].items() if k != "layout"}
+    old["evals"] = [{k: v for k, v in r.items() if k != "baseline"} for r in old["evals"]]
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps(old))
+    (d / "state.json").write_text(json.dumps(STATE))
+    out = CliRunner().invoke(cli, ["report", str(d), "--no-figures"])
+    assert out.exit_code == 0, out.output
+    text = (d / "report.md").read_text()
+    assert "Paired differences against strong_icl" in text and "| weak − strong_icl |" in text
 
 
 @pytest.mark.parametrize("method", ["w2s", "llm2", "critique"])

@@ -29,8 +29,15 @@ def _result(**kw: Any) -> dict:
     (_result(extra=[]), "extra: expected an object"),
     (_result(extra={"test_time": {"g": [{"round": 1, "tokens_total": "many"}]}}),
      "round table of 'g': expected rows of finite numbers"),
-    (_result(sections={"Test time, oracle-gated critique -> refine": "| a |\n|---|\n| 1 | 2 |"}),
-     "the test-time round tables: round table row has 2 cells"),
+    ({"method": "x", "evals": [{**ROW, "tags": {"beta": float("nan")}}]},
+     "(a).tags: expected an object of name -> text, finite number"),
+    ({"method": "x", "evals": [{**ROW, "tags": ["beta"]}]}, "(a).tags: expected an object"),
+    ({"method": "x", "evals": [{**ROW, "baseline": True}, {**ROW, "model": "b", "baseline": True}]},
+     "more than one row marked as the baseline"),
+    ({"method": "x", "evals": [{**ROW, "baseline": "yes"}]}, "(a).baseline: expected true/false"),
+    (_result(layout={"panels": ["beta", "pie"]}), "layout.panels: expected a list of beta, k"),
+    (_result(layout={"differences": "no"}), "layout.differences: expected true/false"),
+    (_result(layout=[]), "layout: expected an object"),
 ])
 def test_result_problems(result: Any, message: str) -> None:
     assert message in (result_problem(result) or "")
