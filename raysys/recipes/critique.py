@@ -57,11 +57,13 @@ def _run(cfg: CritiqueConfig, ctx: StepContext) -> RecipeResult:
     # 2. the loop, with and without the critic, each iteration from the base model
     branches = ["critique", "plain"] if cfg.loop.baseline and cfg.loop.use_critic else ["critique"]
     actors = {b: actor0 for b in branches}
+    # each branch's loop data per iteration: later iterations train on it with loop.use_previous
+    history: dict[str, dict[str, dict[int, list]]] = {b: {} for b in branches}
     per_iter: list[dict] = []
     for t in range(1, cfg.loop.iterations + 1):
         for b in branches:
             actors[b], stats = _iteration(cfg, ctx, t, b, train, base, actors[b], critic,
-                                          direct, refine_rows)
+                                          direct, refine_rows, history[b])
             evals[f"{b}_iter{t}"] = steps.evaluate(ctx, f"{b}_iter{t}", test, actors[b], "zero_shot",
                                                    tags={"iteration": t, "branch": b})
             per_iter.append({"iteration": t, "branch": b, **stats})
@@ -104,8 +106,10 @@ def _train_critic(cfg: CritiqueConfig, ctx: StepContext, problems: pa.Table, bas
 
 def _iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str, train: pa.Table,
                base: ModelSpec, actor: ModelSpec, critic: ModelSpec, direct: list,
-               seed_refine: list) -> tuple[ModelSpec, dict]:
-    """Sample -> grade -> critique the wrong ones -> refine -> select -> SFT (one iteration)."""
+               seed_refine: list, history: dict[str, dict[int, list]]) -> tuple[ModelSpec, dict]:
+    """Sample -> grade -> critique the wrong ones -> refine -> select -> SFT (one iteration).
+    ``history`` collects the branch's loop data per iteration (``loop.use_previous`` trains
+    iteration t on iterations 1..t, as the authors' flag does)."""
     lp = cfg.loop
     problems = {p["id"]: p for p in train.to_pylist()}
     if branch == "critique" and lp.stream:
@@ -113,15 +117,30 @@ def _iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str, train
     else:
         samples, refinements = _sample_critique_refine(cfg, ctx, t, branch, train, problems,
                                                        actor, critic)
-    correct, refined, stats = cs.loop_data(cfg, samples, refinements, problems)
-    rows = assemble_sft(t, use_original=lp.use_original, use_previous=False,
-                        use_critic=branch == "critique", use_selfimprove_feedback=False,
-                        seed=direct, seed_feedback=seed_refine, correct={t: correct},
-                        refined={t: refined})
+    correct, refined, feedback, stats = cs.loop_data(cfg, samples, refinements, problems)
+    for key, rows_t in (("correct", correct), ("refined", refined), ("feedback", feedback)):
+        history.setdefault(key, {})[t] = rows_t
+    rows = loop_sft_rows(lp, t, branch, direct, seed_refine, history)
     data = steps.data_stage(ctx, f"{branch}_sft", rows, "sft", iteration=t, metrics=stats)
     start = base if lp.from_base else actor
     new = models.train(ctx, f"{branch}_actor_iter{t}", "sft", start, data, lp.train)
     return new, {**stats, "sft_rows": len(rows), "diversity": round(cs.diversity(samples), 4)}
+
+
+def loop_sft_rows(lp: Any, t: int, branch: str, seed: list, seed_feedback: list,
+                  history: dict[str, dict[int, list]]) -> list[dict]:
+    """Iteration ``t``'s SFT set by the authors' flags (``lp``: the loop config): the seed data
+    (``use_original``), then iteration t's (or with ``use_previous`` every iteration's 1..t)
+    correct samples, kept refinements as direct answers (critique branch) and, with
+    ``use_selfimprove_feedback``, as critique-conditioned examples (critique branch only: the
+    plain branch has no critiques). ``history``: ``correct`` / ``refined`` / ``feedback`` rows
+    by iteration."""
+    critiqued = branch == "critique"
+    return assemble_sft(t, use_original=lp.use_original, use_previous=lp.use_previous,
+                        use_critic=critiqued,
+                        use_selfimprove_feedback=critiqued and lp.use_selfimprove_feedback,
+                        seed=seed, seed_feedback=seed_feedback, correct=history["correct"],
+                        refined=history["refined"], feedback=history["feedback"])
 
 
 def _sample_critique_refine(cfg: CritiqueConfig, ctx: StepContext, t: int, branch: str,

@@ -84,7 +84,10 @@ class LoopConfig:
     reserved_new_data: int = 1
     use_critic: bool = True
     use_original: bool = True
+    # Iteration t trains on the loop data of iterations 1..t, not t alone (the authors' flag).
     use_previous: bool = False
+    # The critique branch also trains on its kept refinements as critique-conditioned examples
+    # (question + original solution + critique -> refinement), as the seed refinement data is.
     use_selfimprove_feedback: bool = False
     # Which samples get a critique: gold decides which are wrong (the authors'), or every
     # sample is critiqued and the critic's verdict decides.

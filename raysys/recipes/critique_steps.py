@@ -12,11 +12,11 @@ import pyarrow as pa
 from raysys.config import ModelSpec
 from raysys.critique import (check_solution, corrupt_solution, critic_sft_rows, gold_critique,
                              parse_critique, refinement_sft_rows, select_refinements, steps_right)
-from raysys.critique.selection import direct_sft_rows
+from raysys.critique.selection import direct_sft_rows, feedback_sft_rows
 from raysys.critique.stages import (critique_spec, critique_stats, refine_spec, refine_stats,
                                     solution_key)
 from raysys.critique.test_time import RoundCost, round_table
-from raysys.prompts import build_prompt, critique_prompt, default_stop, refine_prompt
+from raysys.prompts import build_prompt, critique_prompt, default_stop, refine_prompt, refine_target
 from raysys.recipes import steps
 from raysys.recipes.critique_config import CritiqueConfig
 from raysys.prompts import response_text
@@ -123,8 +123,11 @@ def refine(cfg: CritiqueConfig, ctx: StepContext, name: str, pairs: list[dict[st
 
 
 def loop_data(cfg: CritiqueConfig, samples: pa.Table, refinements: list[dict[str, Any]],
-              problems: dict[str, dict[str, Any]]) -> tuple[list, list, dict[str, Any]]:
-    """This iteration's correct samples and kept refinements as direct SFT rows, with stats."""
+              problems: dict[str, dict[str, Any]]) -> tuple[list, list, list, dict[str, Any]]:
+    """This iteration's SFT rows, with stats: correct samples and kept refinements as direct
+    answers, and the kept refinements as critique-conditioned examples (question + original
+    solution + critique -> refinement, in the refinement prompt the actor answers: the
+    authors' ``use_selfimprove_feedback`` data)."""
     correct = [{"prompt": r["prompt"], "response": response_text(r["completion"]),
                 "source": f"sample:{r['problem_id']}"} for r in samples.to_pylist() if r["correct"]]
     by_key = {solution_key(r["problem_id"], r["sample_idx"]): r["completion"]
@@ -136,9 +139,13 @@ def loop_data(cfg: CritiqueConfig, samples: pa.Table, refinements: list[dict[str
                              questions=questions if cfg.loop.keep == "working" else None)
     refined = direct_sft_rows(sel.kept, questions, lambda q: build_prompt(q, "zero_shot"),
                               target=response_text)
+    variant = cfg.prompt_variant
+    feedback = feedback_sft_rows(sel.kept, questions,
+                                 lambda q, sol, crit: refine_prompt(q, sol, crit, variant),
+                                 target=lambda text: refine_target(text, variant))
     stats = {"correct_samples": len(correct), **{f"refine_{k}": v for k, v in sel.stats.items()},
              **refine_stats(refinements), **working_stats(samples.to_pylist(), sel.kept, problems)}
-    return correct, refined, stats
+    return correct, refined, feedback, stats
 
 
 def working_stats(samples: list[dict[str, Any]], kept: list[dict[str, Any]],
