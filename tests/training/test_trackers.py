@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,16 @@ def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def missing_tracker() -> str | None:
-    """A tracker whose package is not installed here (None when all are)."""
+@pytest.fixture
+def missing_tracker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tracker whose package cannot be imported here: one not installed, else mlflow made
+    unimportable for the test (``sys.modules[name] = None``, which ``find_spec`` and ``import``
+    honour)."""
     for name, (module, _) in TRACKER_PACKAGES.items():
         if importlib.util.find_spec(module) is None:
             return name
-    return None
+    monkeypatch.setitem(sys.modules, TRACKER_PACKAGES["mlflow"][0], None)
+    return "mlflow"
 
 
 def test_unknown_tracker_names_its_index_and_the_choices() -> None:
@@ -59,10 +64,8 @@ def test_unknown_tracker_names_its_index_and_the_choices() -> None:
     assert from_dict(TrainConfig, {}).trackers == []
 
 
-def test_a_tracker_without_its_package_says_what_to_install() -> None:
-    name = missing_tracker()
-    if name is None:
-        pytest.skip("tensorboardX, wandb and mlflow are all installed")
+def test_a_tracker_without_its_package_says_what_to_install(missing_tracker: str) -> None:
+    name = missing_tracker
     package = TRACKER_PACKAGES[name][1]
     check_trackers_installed([])                 # nothing asked: nothing to install
     with pytest.raises(ConfigError, match=rf"^trackers\[0\]: tracker '{name}' needs the "
@@ -71,14 +74,12 @@ def test_a_tracker_without_its_package_says_what_to_install() -> None:
 
 
 def test_train_rejects_a_missing_tracker_package_before_ray_starts(
-        tiny_model_dir: Path, tmp_path: Path) -> None:
+        missing_tracker: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     import ray
 
     from raysys.training.trainer import train
 
-    name = missing_tracker()
-    if name is None:
-        pytest.skip("tensorboardX, wandb and mlflow are all installed")
+    name = missing_tracker
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(8))
     cfg = from_dict(TrainConfig, {"kind": "sft", "model": str(tiny_model_dir), "data": str(data),
                                   "out": str(tmp_path / "out"), "trackers": [name]})
