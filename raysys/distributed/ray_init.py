@@ -2,7 +2,9 @@
 
 ``address=None`` never silently attaches to some other cluster that happens to run on the
 machine: it joins only the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``) and
-otherwise starts a private local instance.
+otherwise starts a private local instance. A private instance never names another
+instance's endpoints as its own (:func:`dashboard_init_kwargs`), so several raysys commands
+can run on one machine.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from raysys.config import ClusterConfig
@@ -41,6 +44,10 @@ DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}
 # On small machines Ray would reserve 30% of RAM for the object store; sampling tables are tiny.
 SMALL_MACHINE_OBJECT_STORE = 512 * 1024**2
 SMALL_MACHINE_CPUS = 8
+
+# The ports a Ray dashboard binds when none is given: 8265, else the next free of 50 retries
+# (ray._private.services.start_api_server).
+RAY_DASHBOARD_PORTS = range(8265, 8265 + 51)
 
 
 def runtime_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -134,6 +141,37 @@ def local_init_kwargs(cluster: ClusterConfig, cpu_count: int | None = None) -> d
     return kwargs
 
 
+def free_local_port(host: str = "127.0.0.1", avoid: range = RAY_DASHBOARD_PORTS) -> int:
+    """A TCP port on ``host`` that is free now and outside ``avoid`` (the OS's ephemeral range
+    normally is)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise ClusterError(f"no free local port outside {avoid.start}-{avoid.stop - 1} on {host}")
+
+
+def dashboard_init_kwargs(dashboard: bool,
+                          free_port: Callable[[], int] = free_local_port) -> dict[str, Any]:
+    """``ray.init`` dashboard arguments for a private local instance.
+
+    Without its dashboard, Ray still writes the dashboard's default address (127.0.0.1:8265)
+    into the instance's GCS as its State API server, although nothing of this instance listens
+    there. Every ``ray.util.state`` call of the instance then reaches whichever other Ray
+    instance's dashboard runs on 8265 on this machine: Ray Train's PlacementGroupCleaner asks
+    that foreign instance whether this run's controller is alive, is told "no such actor", and
+    removes the run's placement group mid-training ("A worker health check failed" in the other
+    run; issue 28). A free port outside Ray's dashboard range is advertised instead: nothing
+    answers there, so the State API is merely unavailable, as it is on an idle machine.
+    With its dashboard, Ray advertises the port the dashboard really bound.
+    """
+    if dashboard:
+        return {"include_dashboard": True}
+    return {"include_dashboard": False, "dashboard_port": free_port()}
+
+
 def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) -> None:
     """Initialise Ray once per process; later calls are no-ops.
 
@@ -163,7 +201,7 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if address == "local":
         kwargs.update(local_init_kwargs(cluster))
-        kwargs["include_dashboard"] = dashboard and _dashboard_available()
+        kwargs.update(dashboard_init_kwargs(dashboard and _dashboard_available()))
     check_ray_address(address)
     try:
         ctx = ray.init(**kwargs)
