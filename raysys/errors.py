@@ -1,10 +1,25 @@
-"""Exceptions that mean "bad input from the user": the CLI prints them as one line."""
+"""Exceptions that mean "bad input from the user": the CLI prints them as one line.
+
+Every user error is defined here, and this module imports nothing from raysys, so any layer
+can raise them without importing the layers above it (the config layer raises ``ConfigError``
+without knowing about models or data). The modules that introduced them re-export them:
+``raysys.config.ConfigError``, ``raysys.data.io.DataError`` and
+``raysys.data.schema.SchemaError`` are these classes.
+"""
 
 from __future__ import annotations
 
-from raysys.config import ConfigError
-from raysys.data.io import DataError
-from raysys.data.schema import SchemaError
+
+class ConfigError(ValueError):
+    """A config problem, always phrased as ``<key.path>: <what was expected>``."""
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (and line) and what was expected."""
+
+
+class SchemaError(ValueError):
+    """A table does not match its stage schema."""
 
 
 class ModelError(ValueError):

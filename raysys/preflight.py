@@ -43,9 +43,12 @@ def preflight(cfg: Any, *, force: bool = False, config_path: str | Path | None =
     inputs (``config_path`` is the config file, an input too), a run dir it can write (not a
     file, not an unrelated directory; an existing run's state, manifests and config), a
     writable ``tiny_cache`` that is not an unrelated directory, every model dir it names
-    (config.json and safetensors headers), and a reachable Ray address (bounded wait)."""
+    (config.json and safetensors headers), every dataset it names (its source options, and a
+    local file's rows: a dataset that would fail only in its stage inside Ray fails here), and a
+    reachable Ray address (bounded wait)."""
     from raysys.config import to_dict
     from raysys.data.io import check_output_dir
+    from raysys.data.sources import check_config_data
     from raysys.distributed.ray_init import check_ray_address
     from raysys.models.loading import check_config_models
     from raysys.pipeline.run_dir import check_run
@@ -57,6 +60,7 @@ def preflight(cfg: Any, *, force: bool = False, config_path: str | Path | None =
         # refused before any work, not when the first pre-trained model is published
         check_output_dir(cfg.tiny_cache, "tiny_cache", ("tiny-*", ".tiny-*"))
     check_config_models(cfg)
+    check_config_data(cfg)      # every local dataset loads: options, rows, unique ids
     cluster = getattr(cfg, "cluster", None)
     if cluster is not None:
         check_ray_address(cluster.address)

@@ -24,8 +24,7 @@ from raysys.data.schema import SCHEMAS, conform
 MANIFEST = "_MANIFEST.json"
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file (and line) and what was expected."""
+from raysys.errors import DataError  # noqa: E402,F401 - defined with every user error
 
 
 # ------------------------------------------------------------------------------------------

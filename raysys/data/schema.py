@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from raysys.errors import SchemaError  # noqa: F401 - re-exported: defined with every user error
+
 PROBLEMS = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
@@ -80,10 +82,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     "pairs": PAIRS,
     "token_pairs": TOKEN_PAIRS,
 }
-
-
-class SchemaError(ValueError):
-    """A table does not match its stage schema."""
 
 
 def conform(table: pa.Table | list[dict[str, Any]], kind: str) -> pa.Table:

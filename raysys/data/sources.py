@@ -158,9 +158,10 @@ def _text(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
 
-# Every loader option: what it must be (shown in the error) and the check. Checked when the
-# config is read (``DatasetSpec.validate``), so `raysys config show` and every command refuse a
-# bad option before Ray starts or a run dir is written, not when the stage loads its data.
+# Every loader option: what it must be (shown in the error) and the check. Checked by every
+# command before Ray starts or a run dir is written (``load_problems`` in eval/sample/data
+# prepare, ``check_config_data`` in config show and the run preflight), not when a stage inside
+# Ray loads its data.
 OPTION_CHECKS: dict[str, tuple[str, Any]] = {
     "split": ("a split name (text or a number)", lambda v: _text(v) or _int_in(0, MAX_SEED)(v)),
     "strip_calc": ("true or false", lambda v: isinstance(v, bool)),
@@ -199,10 +200,13 @@ def check_synthetic_knobs(options: dict[str, Any], key: str) -> None:
 
 def check_options(spec: DatasetSpec, key: str = "data") -> None:
     """Everything about ``spec.options`` and ``spec.fields`` that can be checked without
-    reading data: each option known to the source and of the right type and range, the
-    synthetic knobs consistent, a count for synthetic, fields only for ``jsonl``. Raises
+    reading data: a known source, a path unless synthetic, each option known to the source and
+    of the right type and range, the synthetic knobs consistent, a count for synthetic, fields
+    only for ``jsonl``. Raises
     ``ConfigError`` naming ``<key>.options.<name>`` (or ``.fields``)."""
     check_name(spec.name, key)
+    if spec.name != "synthetic" and spec.path is None:
+        raise ConfigError(f"{key}.path: required for dataset '{spec.name}'")
     allowed = SYNTHETIC_OPTIONS if spec.name == "synthetic" else FILE_SOURCES[spec.name].options
     for k, v in spec.options.items():
         if k not in allowed:
@@ -322,6 +326,7 @@ def check_config_data(cfg: Any, key: str = "") -> int:
         if not (cfg.path or "").startswith("hf://"):
             load_problems(cfg, key or "data")
             return 1
+        check_options(cfg, key or "data")       # not fetched here, but its options are known
         return 0
     n = 0
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -35,6 +35,23 @@ class LoraConfig:
             raise ConfigError(f"{path}.target_modules: expected at least one module name")
 
 
+# The experiment trackers ``trackers`` may name (raysys.training.trackers opens them; its
+# TRACKER_PACKAGES holds the package each needs). Named here, not imported from there: the
+# trackers module takes a TrainConfig, so this module importing it would close a circle.
+TRACKER_NAMES = ("tensorboard", "wandb", "mlflow")
+
+
+def check_tracker_names(names: list[str], key: str = "trackers") -> None:
+    """Every name is a known tracker, listed once (ConfigError naming ``key[i]`` and the
+    choices)."""
+    for i, name in enumerate(names):
+        if name not in TRACKER_NAMES:
+            raise ConfigError(f"{key}[{i}]: expected one of {', '.join(TRACKER_NAMES)}, "
+                              f"got {name!r}")
+        if name in names[:i]:
+            raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
+
+
 # Fields a recipe sets on its training stages; a recipe config that sets them is an error.
 STAGE_SET_FIELDS = ("kind", "model", "data", "out")
 
@@ -90,7 +107,8 @@ class TrainConfig:
     name: str = "train"                     # Ray Train run name (resume key)
     # Experiment trackers fed by rank 0 every log_every steps: "tensorboard" (offline event
     # files in <work dir>/tensorboard), "wandb" (offline unless WANDB_MODE), "mlflow" (a local
-    # file: store unless MLFLOW_TRACKING_URI); each needs its package (raysys.training.trackers)
+    # file: store unless MLFLOW_TRACKING_URI); each needs its package (raysys.training.trackers).
+    # Names are checked here (TRACKER_NAMES); installed packages by the trainer, before Ray.
     trackers: list[str] = field(default_factory=list)
 
     def validate(self, path: str) -> None:
@@ -126,7 +144,6 @@ class TrainConfig:
         check_range(self.dpo_label_smoothing, key("dpo_label_smoothing"), 0.0, 0.5)
         if self.dpo_nll_weight < 0:     # non-finite floats are refused when the config is read
             raise ConfigError(f"{key('dpo_nll_weight')}: expected >= 0, got {self.dpo_nll_weight}")
-        from raysys.training.trackers import check_tracker_names
         check_tracker_names(self.trackers, key("trackers"))
         if self.model is not None:
             if not Path(self.model).expanduser().is_dir():

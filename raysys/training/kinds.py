@@ -17,20 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from raysys.config import ConfigError
+from raysys.errors import ConfigError
 
-if TYPE_CHECKING:
-    from raysys.training.config import TrainConfig
+# A raysys.training.config.TrainConfig. Not imported, not even for type checkers:
+# TrainConfig.validate checks kind names against this registry, so this module is above it.
+TrainSettings = Any
 
 Batch = dict[str, Any]
 Examples = list[dict[str, Any]]
 Tokenize = Callable[[list[dict[str, Any]], Any, int, str], tuple[Examples, dict[str, int]]]
-Loss = Callable[[Any, Batch, "TrainConfig", float], tuple[torch.Tensor, dict[str, float]]]
-Prepare = Callable[["TrainConfig", Any, Examples, int, int, int, Path], None]
+Loss = Callable[[Any, Batch, TrainSettings, float], tuple[torch.Tensor, dict[str, float]]]
+Prepare = Callable[[TrainSettings, Any, Examples, int, int, int, Path], None]
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ class TrainingKind:
     count: Callable[[Batch], float]         # loss-bearing units of a batch (tokens or pairs)
     loss: Loss                              # (model, batch, cfg, global_units) -> (loss, stats)
     token_normalized: bool = False
-    load_model: Callable[[TrainConfig], Any] | None = None   # default: a causal LM
-    apply_lora: Callable[[TrainConfig, Any], Any] | None = None  # default: wrap the whole model
+    load_model: Callable[[TrainSettings], Any] | None = None   # default: a causal LM
+    apply_lora: Callable[[TrainSettings, Any], Any] | None = None  # default: wrap the whole model
     prepare: Prepare | None = None          # before LoRA: (cfg, model, examples, pad, rank, world, dir)
     metrics: tuple[str, ...] = field(default=())   # the stats ``loss`` reports
     # optimizer parameter groups (e.g. a head with its own lr); default: every trainable param
-    param_groups: Callable[[TrainConfig, Any], list[dict[str, Any]]] | None = None
+    param_groups: Callable[[TrainSettings, Any], list[dict[str, Any]]] | None = None
 
 
 KINDS: dict[str, TrainingKind] = {}
@@ -123,7 +124,7 @@ def _sft_count(batch: Batch) -> float:
     return float((batch["labels"][:, 1:] != -100).sum())
 
 
-def _sft_loss(model: Any, batch: Batch, cfg: TrainConfig,
+def _sft_loss(model: Any, batch: Batch, cfg: TrainSettings,
               global_units: float) -> tuple[torch.Tensor, dict[str, float]]:
     from raysys.training.losses import sft_loss
 
@@ -156,7 +157,7 @@ def reference_logps(model: Any, examples: Examples, indices: list[int], pad_id: 
     return out
 
 
-def attach_reference(cfg: TrainConfig, model: Any, examples: Examples, pad_id: int, rank: int,
+def attach_reference(cfg: TrainSettings, model: Any, examples: Examples, pad_id: int, rank: int,
                      world: int, work_dir: Path) -> None:
     """Give each DPO example its reference log-probs, computed once and stored on disk (the
     reference is the starting model: with LoRA, the base before the adapter exists)."""
@@ -186,7 +187,7 @@ def attach_reference(cfg: TrainConfig, model: Any, examples: Examples, pad_id: i
         e["ref_chosen_logp"], e["ref_rejected_logp"] = ref[i]
 
 
-def _dpo_loss(model: Any, batch: Batch, cfg: TrainConfig,
+def _dpo_loss(model: Any, batch: Batch, cfg: TrainSettings,
               global_units: float) -> tuple[torch.Tensor, dict[str, float]]:
     from raysys.training.losses import dpo_loss
 
@@ -210,7 +211,7 @@ DPO = register_kind(TrainingKind("dpo", "pairs", _tokenize_pairs, _pair_collate,
 # ------------------------------------------------------------------------------------------
 
 
-def _orpo_loss(model: Any, batch: Batch, cfg: TrainConfig,
+def _orpo_loss(model: Any, batch: Batch, cfg: TrainSettings,
                global_units: float) -> tuple[torch.Tensor, dict[str, float]]:
     from raysys.training.losses import orpo_loss
 
@@ -247,7 +248,7 @@ def _verifier_count(batch: Batch) -> float:
     return float(batch["input_ids"].shape[0])
 
 
-def _verifier_loss(model: Any, batch: Batch, cfg: TrainConfig,
+def _verifier_loss(model: Any, batch: Batch, cfg: TrainSettings,
                    global_units: float) -> tuple[torch.Tensor, dict[str, float]]:
     from raysys.models.verifier import score_token_pairs
     from raysys.training.losses import pairwise_token_loss
@@ -259,7 +260,7 @@ def _verifier_loss(model: Any, batch: Batch, cfg: TrainConfig,
     return loss, {"pair_accuracy": float(((s_gt > s_neg) & m).sum() / m.sum().clamp(min=1))}
 
 
-def _verifier_model(cfg: TrainConfig) -> Any:
+def _verifier_model(cfg: TrainSettings) -> Any:
     from raysys.models.verifier import TokenVerifier
 
     return TokenVerifier.from_pretrained(
@@ -267,7 +268,7 @@ def _verifier_model(cfg: TrainConfig) -> Any:
         trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
 
 
-def _verifier_lora(cfg: TrainConfig, model: Any) -> Any:
+def _verifier_lora(cfg: TrainSettings, model: Any) -> Any:
     """LoRA on the backbone only: the scalar head stays fully trained."""
     from raysys.training.model_setup import apply_lora
 
@@ -275,7 +276,7 @@ def _verifier_lora(cfg: TrainConfig, model: Any) -> Any:
     return model
 
 
-def _verifier_groups(cfg: TrainConfig, model: Any) -> list[dict[str, Any]]:
+def _verifier_groups(cfg: TrainSettings, model: Any) -> list[dict[str, Any]]:
     """The scalar head starts from (near) zero and learns faster than the body it reads:
     ``head_lr`` (default ``lr``) for the head, ``lr`` for the body."""
     head = [p for p in model.head.parameters() if p.requires_grad]
@@ -295,7 +296,7 @@ VERIFIER = register_kind(TrainingKind("verifier", "token_pairs", _verifier_token
 # ------------------------------------------------------------------------------------------
 
 
-def load_model(kind: TrainingKind, cfg: TrainConfig) -> Any:
+def load_model(kind: TrainingKind, cfg: TrainSettings) -> Any:
     """The kind's model (a causal LM unless the kind says otherwise)."""
     if kind.load_model is not None:
         return kind.load_model(cfg)
@@ -304,7 +305,7 @@ def load_model(kind: TrainingKind, cfg: TrainConfig) -> Any:
     return load_causal_lm(cfg.model, bf16=cfg.use_bf16, trust_remote_code=cfg.trust_remote_code)
 
 
-def with_lora(kind: TrainingKind, cfg: TrainConfig, model: Any) -> Any:
+def with_lora(kind: TrainingKind, cfg: TrainSettings, model: Any) -> Any:
     """Apply LoRA when configured, where the kind says."""
     if not cfg.lora.enabled:
         return model

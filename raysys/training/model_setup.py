@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raysys.config import ConfigError
+from raysys.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from raysys.training.config import TrainConfig
+# A raysys.training.config.TrainConfig. Not imported, not even for type checkers: the kinds
+# registry above TrainConfig calls into this module, and TrainConfig validates kind names.
+TrainSettings = Any
 
 
 def linear_module_names(model: "torch.nn.Module") -> list[str]:
@@ -40,7 +42,7 @@ def meta_model(path: str, trust_remote_code: bool = False) -> "torch.nn.Module":
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
-def validate_model_for_training(cfg: "TrainConfig") -> None:
+def validate_model_for_training(cfg: TrainSettings) -> None:
     """Driver-side checks before any worker starts (LoRA targets exist in the model)."""
     if cfg.lora.enabled:
         model = meta_model(cfg.model, cfg.trust_remote_code)
@@ -57,7 +59,7 @@ def load_causal_lm(path: str, *, bf16: bool, trust_remote_code: bool) -> Any:
     return model.train()
 
 
-def apply_lora(model: Any, cfg: "TrainConfig", *, causal_lm: bool = True) -> Any:
+def apply_lora(model: Any, cfg: TrainSettings, *, causal_lm: bool = True) -> Any:
     """Wrap ``model`` in a PEFT LoRA model with the configured rank and targets.
 
     ``causal_lm=False`` wraps a bare backbone (the TokenVerifier's), which has no LM head.

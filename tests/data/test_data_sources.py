@@ -330,14 +330,20 @@ def test_real_files(shared_data_dir: Path, name: str, rel: str, rows: int) -> No
     ("math", {"source": "x"}, {}, r"data\.options\.source: unknown option for dataset 'math'"),
     ("gsm8k", {}, {"question": "q"}, r"data\.fields: only dataset 'jsonl' maps fields"),
 ])
-def test_options_checked_with_the_config(tmp_path: Path, name: str, options: dict, fields: dict,
-                                         message: str) -> None:
-    """Options and fields are checked when the spec is read (config show, every command), not
-    when a stage loads the data inside a run."""
+def test_options_checked_before_the_data_is_read(tmp_path: Path, name: str, options: dict,
+                                                fields: dict, message: str) -> None:
+    """Options and fields are the data layer's check (the config layer reads the spec's types
+    only): ``check_config_data`` (config show, the run preflight) and ``load_problems`` (eval,
+    sample, data prepare) refuse them before reading a byte of the file, so a bad option is
+    one line before Ray starts, not a failed stage inside a run."""
     from raysys.config import from_dict
+    from raysys.data.sources import check_config_data
 
     f = tmp_path / "t.jsonl"
-    f.write_text('{"question": "q", "answer": "#### 1"}\n')
+    f.write_bytes(bytes(range(256)))            # not data: an option error must come first
+    spec = from_dict(DatasetSpec, {"name": name, "path": str(f), "options": options,
+                                   "fields": fields}, "data")
     with pytest.raises(ConfigError, match=message):
-        from_dict(DatasetSpec, {"name": name, "path": str(f), "options": options, "fields": fields},
-                  "data")
+        check_config_data(spec, "data")
+    with pytest.raises(ConfigError, match=message):
+        load_problems(spec, "data")
