@@ -14,6 +14,10 @@ Quiet (the default) for a run started from the CLI:
 
 ``--verbose`` keeps today's behaviour: library output and worker logs on the console, and
 driver.log still written.
+
+``raysys eval`` / ``sample`` (logs in ``OUT/logs``) and ``raysys train`` (in its Ray Train work
+dir's ``logs``) use the same console; a command whose own input checks fail inside the logged
+block (``discard_if_unused``) leaves no logs dir behind.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from raysys.console_redirect import redirect_output
 
 log = logging.getLogger("raysys.console")
 
@@ -172,14 +178,41 @@ class Throttle(logging.Filter):
         return True
 
 
-def console_handler(stream: IO[str], verbose: bool) -> logging.Handler:
-    """The console's handler: short lines; raysys only (throttled progress) unless verbose."""
+def full_log_line(what: str, logs: Path) -> str:
+    """The first console line of a quiet command: ``what; full log in LOGS/driver.log
+    (--verbose shows it here)``."""
+    return f"{what}; full log in {logs / DRIVER_LOG} (--verbose shows it here)"
+
+
+class FirstLine(logging.Filter):
+    """Put ``text`` on ``handler``'s console just before the first record it shows: a
+    command's "full log in ..." line, which a command refusing its input (no line shown
+    before the error) never prints. Added last, so it sees only records the others passed."""
+
+    def __init__(self, handler: logging.Handler, text: str) -> None:
+        super().__init__()
+        self.handler, self.text = handler, text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text, self.text = self.text, None
+        if text is not None:
+            self.handler.handle(logging.makeLogRecord(
+                {"name": log.name, "levelno": logging.INFO, "levelname": "INFO", "msg": text,
+                 "created": record.created}))
+        return True
+
+
+def console_handler(stream: IO[str], verbose: bool, first_line: str | None = None) -> logging.Handler:
+    """The console's handler: short lines; raysys only (throttled progress) unless verbose,
+    ``first_line`` before the first of them."""
     h = logging.StreamHandler(stream)
     h.setFormatter(logging.Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT))
     h.setLevel(logging.INFO)
     if not verbose:
         h.addFilter(RaysysOnly())
         h.addFilter(Throttle())
+    if first_line is not None:
+        h.addFilter(FirstLine(h, first_line))
     return h
 
 
@@ -214,67 +247,47 @@ def _restore_transformers() -> None:
         hf_logging.enable_default_handler()
 
 
-def _retarget(old: tuple[Any, ...], new: IO[str]) -> list[tuple[logging.StreamHandler, Any]]:
-    """Point every existing StreamHandler writing to one of ``old`` at ``new``; return what to
-    undo. (Handlers created at import, before the redirect, hold the real streams.)"""
-    changed = []
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
-    for lg in loggers:
-        for h in lg.handlers:
-            # handlers whose stream is a property (logging's lastResort, Ray's) already
-            # follow sys.stderr at emit time
-            if isinstance(h, logging.StreamHandler) and "stream" in vars(h) \
-                    and any(h.stream is s for s in old):
-                changed.append((h, h.stream))
-                h.stream = new
-    return changed
+def _first_missing(path: Path) -> Path | None:
+    """The topmost directory of ``path`` that does not exist yet (None when it exists)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
+def _discard_logs(run_dir: Path, before: set[str] | None, created: Path | None) -> None:
+    """Remove the logs dir, and the now empty dirs made for it up to ``created``, when nothing
+    else was written into ``run_dir`` (``before``: its entries then, None if it was absent)."""
+    import shutil
+
+    if (set(os.listdir(run_dir)) if run_dir.is_dir() else set()) - {LOGS_DIR} != (before or set()):
+        return                              # the command wrote something: keep its log
+    shutil.rmtree(run_dir / LOGS_DIR, ignore_errors=True)
+    for d in (run_dir, *run_dir.parents) if created is not None else ():
+        with contextlib.suppress(OSError):
+            d.rmdir()
+        if d == created:
+            break
 
 
 @contextlib.contextmanager
-def _redirect_output(target: IO[str], capture_fds: bool) -> Iterator[IO[str]]:
-    """Send this process's stdout/stderr (Python streams, and fds 1/2 when ``capture_fds``:
-    C++ and child-process output too) to ``target``; yield a stream to the real console."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds: list[tuple[int, int]] = []
-    console: IO[str] = sys.stdout
-    if capture_fds:
-        try:
-            for fd in (1, 2):
-                saved_fds.append((fd, os.dup(fd)))
-        except OSError:
-            saved_fds = []
-        if saved_fds:
-            console = os.fdopen(os.dup(saved_fds[0][1]), "w", buffering=1)
-            for fd, _ in saved_fds:
-                os.dup2(target.fileno(), fd)
-    old_streams = (sys.stdout, sys.stderr)
-    changed = _retarget((sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__), target)
-    sys.stdout = sys.stderr = target
-    try:
-        yield console
-    finally:
-        sys.stdout, sys.stderr = old_streams
-        for h, stream in changed:
-            h.stream = stream
-        target.flush()
-        for fd, copy in saved_fds:
-            os.dup2(copy, fd)
-            os.close(copy)
-        if console is not old_streams[0]:
-            console.close()
-
-
-@contextlib.contextmanager
-def run_logging(run_dir: str | Path, *, verbose: bool = False,
-                capture_fds: bool = True) -> Iterator[Path]:
+def run_logging(run_dir: str | Path, *, verbose: bool = False, capture_fds: bool = True,
+                announce: str | None = None, discard_if_unused: bool = False) -> Iterator[Path]:
     """Log one run: console lines (see module doc) and ``RUN_DIR/logs/driver.log``; yield the
     logs dir. Everything is restored on exit, before an error propagates, so the CLI's one-line
-    error (or a bug's traceback) reaches the console; driver.log keeps the traceback too."""
+    error (or a bug's traceback) reaches the console; driver.log keeps the traceback too.
+
+    ``announce`` (quiet only): what runs, e.g. ``eval: OUT``; the console's first line is then
+    :func:`full_log_line`, printed with the first raysys line (none when the input is refused).
+
+    ``discard_if_unused``: when the block fails before anything else was written into
+    ``run_dir`` (a command's own input checks ran inside it and refused the input), the logs dir
+    and the directories created for it are removed: bad input leaves nothing behind."""
     global _SESSION
-    logs = Path(run_dir).expanduser().absolute() / LOGS_DIR
+    run_path = Path(run_dir).expanduser().absolute()
+    logs = run_path / LOGS_DIR
+    created = _first_missing(run_path)
+    before = set(os.listdir(run_path)) if run_path.is_dir() else None
     logs.mkdir(parents=True, exist_ok=True)
+    failed = False
     root = logging.getLogger()
     raysys_logger = logging.getLogger("raysys")
     saved = (root.level, raysys_logger.level, _SESSION)
@@ -293,17 +306,23 @@ def run_logging(run_dir: str | Path, *, verbose: bool = False,
             root.addHandler(con)
             handlers.append(con)
             _SESSION = _Session(logs, True)
-            yield logs
+            try:
+                yield logs
+            except BaseException:
+                failed = True
+                raise
             return
         saved_env = _quiet_libraries()
-        with _redirect_output(driver, capture_fds) as console:
-            con = console_handler(console, verbose=False)
+        with redirect_output(driver, capture_fds) as console:
+            con = console_handler(console, verbose=False, first_line=None if announce is None
+                                  else full_log_line(announce, logs))
             root.addHandler(con)
             handlers.append(con)
             _SESSION = _Session(logs, False)
             try:
                 yield logs
             except BaseException:
+                failed = True
                 log.debug("run failed", exc_info=True)
                 raise
     finally:
@@ -320,6 +339,8 @@ def run_logging(run_dir: str | Path, *, verbose: bool = False,
             else:
                 os.environ[k] = v
         driver.close()
+        if failed and discard_if_unused:
+            _discard_logs(run_path, before, created)
 
 
 def record_ray_session(logs: Path | None = None) -> Path | None:

@@ -7,8 +7,8 @@ All input checks run before Ray starts, so a typo costs no cluster start-up.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -111,6 +111,9 @@ def _options(fn: Callable) -> Callable:
                      help="maj@k / pass@k to report; repeatable (default 1, 2, 4, ..., n)."),
         click.option("--grade-style", "grade_style", help="Answer style (default: from the dataset)."),
         click.option("--out", help="Output dir: samples/, metrics.json, metrics.md."),
+        click.option("--verbose", "-v", is_flag=True,
+                     help="Show Ray Data's progress, library output and worker logs on the "
+                          "console (by default they go to OUT/logs/)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -139,26 +142,34 @@ def check_eval_outputs(cfg: Any, opts: dict[str, Any], config_path: str | None) 
     check_not_an_input(cfg.out, inputs, "--out" if opts.get("out") else "out", error=ConfigError)
 
 
+# What an eval / sample output dir may already hold (a dir with none of them is not ours).
+OUTPUT_MARKERS = ("samples", "metrics.json", "metrics.md", "logs/driver.log")
+
+
 def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, Any]]:
+    """Check everything, then sample (and score) with raysys's console: its own lines here,
+    Ray Data's progress tables and library output in ``OUT/logs/driver.log`` unless verbose."""
+    from raysys.console import run_logging
     from raysys.distributed.evaluate import prepare_eval, run_eval
 
-    config_path = opts.pop("config_path")
+    config_path, verbose = opts.pop("config_path"), opts.pop("verbose", False)
     cfg = build_config(config_path, opts, opts.pop("overrides"))
     check_eval_outputs(cfg, opts, config_path)     # before any loading, Ray or torch
     prepared = prepare_eval(cfg)            # every input check, before Ray
     from raysys.data.io import check_output_dir
     from raysys.distributed.ray_init import check_ray_address
-    check_output_dir(cfg.out, "out", ("samples", "metrics.json", "metrics.md"))
+    check_output_dir(cfg.out, "out", OUTPUT_MARKERS)
     check_ray_address(cfg.cluster.address)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import ray
 
     owns_ray = not ray.is_initialized()
-    try:
-        return cfg, run_eval(prepared, with_metrics=with_metrics)
-    finally:
-        if owns_ray and ray.is_initialized():
-            ray.shutdown()
+    what = f"{'eval' if with_metrics else 'sample'}: {Path(cfg.out).absolute()}"
+    with run_logging(cfg.out, verbose=verbose, announce=what):
+        try:
+            return cfg, run_eval(prepared, with_metrics=with_metrics)
+        finally:
+            if owns_ray and ray.is_initialized():
+                ray.shutdown()
 
 
 @click.command("sample")

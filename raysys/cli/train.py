@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,10 +26,13 @@ import click
               help="YAML file with TrainConfig keys.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set warmup_ratio=0.1 (repeatable).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show Ray Train, DeepSpeed and transformers output and worker logs on the "
+                   "console (by default they go to the run dir's logs/).")
 def train(kind: str | None, model: str | None, data: str | None, out: str | None,
           workers: int | None, zero: int | None, lora_r: int | None, lr: float | None,
           max_steps: int | None, run_dir: str | None, config_path: str | None,
-          overrides: tuple[str, ...]) -> None:
+          overrides: tuple[str, ...], verbose: bool) -> None:
     """Fine-tune MODEL on DATA with one of the sft/dpo/orpo/verifier losses; write OUT."""
     from raysys.config import from_dict
     from raysys.config_yaml import deep_merge, load_yaml, parse_overrides
@@ -49,15 +54,38 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
     cfg = from_dict(TrainConfig, raw)
     # Ray Train's storage: --run-dir, or <out>/../ray_train, which a model dir may sit beside
     from raysys.training.trainer import resolve_work_dir
-    check_train_outputs(None, str(resolve_work_dir(cfg, run_dir)), inputs,
+    work_dir = resolve_work_dir(cfg, run_dir)
+    check_train_outputs(None, str(work_dir), inputs,
                         run_dir_key="--run-dir" if run_dir else "--run-dir (default: <out>/../ray_train)")
-
-    from raysys.training.trainer import train as run_train
-
-    result = run_train(cfg, run_dir=run_dir)
+    result = _train_logged(cfg, run_dir, work_dir, verbose)
     status = "done" if result.completed else "halted (rerun to resume)"
     click.echo(f"{status}: {result.out}")
     click.echo(json.dumps({k: v for k, v in result.metrics.items() if v is not None}))
+
+
+def _train_logged(cfg: Any, run_dir: str | None, work_dir: Path, verbose: bool) -> Any:
+    """Train with raysys's console: its own lines here, Ray Train's, DeepSpeed's and the
+    libraries' output in ``WORK_DIR/logs/driver.log`` unless ``verbose``. The trainer's input
+    checks run inside; a refusal leaves no logs dir behind."""
+    import logging
+    import time
+
+    from raysys.console import run_logging
+    from raysys.pipeline.run_dir import stage_end_line
+    from raysys.training.trainer import train as run_train
+
+    log = logging.getLogger("raysys.cli.train")
+    t0 = time.monotonic()
+    with run_logging(work_dir, verbose=verbose, announce=f"train {cfg.name} ({cfg.kind}): {work_dir}",
+                     discard_if_unused=True):
+        result = run_train(cfg, run_dir=run_dir)
+        took = time.monotonic() - t0
+        if result.completed:
+            log.info(stage_end_line(f"train {cfg.name}", None, took, took, result.metrics))
+        else:
+            log.info("train %s: halted at step %s (rerun to resume)", cfg.name,
+                     result.metrics.get("step"))
+    return result
 
 
 def check_train_outputs(out: str | None, run_dir: str | None, inputs: dict[str, str | None], *,

@@ -134,6 +134,25 @@ def prepare_eval(cfg: EvalConfig) -> PreparedEval:
     return PreparedEval(cfg, problems, demos, time.perf_counter() - t0)
 
 
+def samples_end_line(problems: int, manifest: dict[str, Any], reused: bool) -> str:
+    """The console's line for the finished ``samples`` stage of ``problems`` problems (its
+    ``manifest``): samples, the new ones when resumed, generation time and rates; ``reused``:
+    the stage was complete before this command (nothing generated)."""
+    rows = manifest.get("rows", 0)
+    head = f"samples: {rows} samples of {problems} problems"
+    if reused:
+        return f"{head}, complete already (nothing generated)"
+    m = manifest.get("metrics") or {}
+    new = int(m.get("rows_generated") or 0)
+    seconds = (m.get("wall_s") or {}).get("generate")
+    text = head + (f" ({new} new)" if new != rows else "")
+    if isinstance(seconds, (int, float)) and seconds > 0:
+        text += f" in {seconds:.1f}s, {new / seconds:.3g} samples/s"
+        if isinstance(m.get("tokens_per_s"), (int, float)):
+            text += f", {m['tokens_per_s']:.3g} tokens/s"
+    return text
+
+
 def run_eval(prepared: PreparedEval, *, with_metrics: bool = True) -> dict[str, Any]:
     """Sample (resumably) into ``<out>/samples``; with metrics, also write metrics.json/.md.
 
@@ -147,15 +166,19 @@ def run_eval(prepared: PreparedEval, *, with_metrics: bool = True) -> dict[str, 
     from raysys.distributed.ray_init import init_ray
     from raysys.distributed.storage import use_storage
 
+    from raysys.data.io import is_complete
+
     cfg = prepared.cfg
     out = Path(cfg.out).expanduser()
     init_ray(cfg.cluster)
     # The model / adapter / verifier reach replicas on nodes without the driver's disk.
     use_storage(cfg.cluster.storage, out, list(config_inputs(cfg).values()))
+    reused = is_complete(out / SAMPLES_DIR)
     manifest = sample_problems(
         prepared.problems, model=cfg.model, engine=cfg.engine, sampling=cfg.sampling,
         cluster=cfg.cluster, out_dir=out / SAMPLES_DIR, prompt_template=cfg.template,
         demos=prepared.demos, grade_style=resolve_grade_style(cfg), model_name=cfg.model_name)
+    log.info(samples_end_line(prepared.problems.num_rows, manifest, reused))
     if not with_metrics:
         return manifest
     t0 = time.perf_counter()
