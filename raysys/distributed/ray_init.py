@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raysys.config import ClusterConfig
+from raysys.distributed.local_start import LOCAL_START_ATTEMPTS, is_startup_timeout, start_local
 from raysys.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -204,10 +205,19 @@ def init_ray(cluster: ClusterConfig | None = None, *, dashboard: bool = True) ->
         kwargs.update(dashboard_init_kwargs(dashboard and _dashboard_available()))
     check_ray_address(address)
     try:
-        ctx = ray.init(**kwargs)
+        if address == "local":
+            ctx = start_local(ray.init, kwargs)
+        else:
+            ctx = ray.init(**kwargs)
     except (ConnectionError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"cluster.address: cannot join Ray at {address}: {first}") from None
+    except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for a start-up timeout
+        if address != "local" or not is_startup_timeout(e):
+            raise
+        raise ClusterError(f"local Ray did not start in {LOCAL_START_ATTEMPTS} tries (Ray's "
+                           f"start-up timeouts; load average {os.getloadavg()[0]:.1f} on "
+                           f"{os.cpu_count()} CPUs): retry when the machine is less busy") from None
     global _local_session
     _local_session = ray.get_runtime_context().get_session_name() if address == "local" else None
     record_ray_session()
