@@ -1,4 +1,5 @@
-"""The JSON readers' bounds (raysys.data.io): line length, nesting, digits, float range."""
+"""The JSON readers' bounds (raysys.data.reading, re-exported by raysys.data.io): line length,
+nesting, digits, float range."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raysys.data import io
+from raysys.data import reading  # the bounds live (and are read) there; io re-exports them
 from raysys.data.io import DataError, iter_jsonl, json_depth, parse_json_bounded, read_json
 
 
@@ -35,7 +36,7 @@ def test_parse_json_bounded() -> None:
 
 
 def test_jsonl_line_length_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(io, "MAX_JSONL_LINE_BYTES", 64)
+    monkeypatch.setattr(reading, "MAX_JSONL_LINE_BYTES", 64)
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"a": "x" * 20}) + "\n\n" + json.dumps({"a": "x" * 80}) + "\n")
     rows = iter_jsonl(f)
@@ -45,7 +46,7 @@ def test_jsonl_line_length_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_json_file_size_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(io, "MAX_JSON_FILE_BYTES", 10)
+    monkeypatch.setattr(reading, "MAX_JSON_FILE_BYTES", 10)
     f = tmp_path / "d.json"
     f.write_text('[{"a": 12345}]')
     with pytest.raises(DataError, match=r"d\.json: 14 bytes; a JSON file is parsed whole and may be "
