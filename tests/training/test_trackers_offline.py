@@ -89,7 +89,9 @@ def wandb_history(work_dir: Path, key: str) -> tuple[list[tuple[int, float]], in
     history, exit_code = [], None
     for r in wandb_records(path):
         if r.HasField("history"):
-            row = {it.key: json.loads(it.value_json) for it in r.history.item}
+            # a key is in ``key``, or split into ``nested_key`` (as W&B's service writes it)
+            row = {it.key or ".".join(it.nested_key): json.loads(it.value_json)
+                   for it in r.history.item}
             if key in row:
                 history.append((row["_step"], row[key]))
         elif r.HasField("exit"):
