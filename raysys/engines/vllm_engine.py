@@ -14,9 +14,11 @@ and measured on a 2-core machine):
 - Weight refresh: ``Worker.reload_weights(weights_path=...)`` reloads a checkpoint of the same
   architecture in place (~0.02 s for a tiny model vs ~40 s for a new engine); the prefix
   cache is reset afterwards because its KV blocks were computed with the old weights.
-  Not for tied input/output embeddings: the checkpoint has no ``lm_head.weight``, vLLM logs
-  "ParallelLMHead: Failed to load weights" and keeps serving the OLD output head. Such
-  models (and any change of architecture or tokenizer) get a new engine instead.
+  Tied input/output embeddings (SmolLM2, most small real models): the checkpoint has no
+  ``lm_head.weight``; the reload writes the new embedding into the storage the head shares,
+  but on CPU the head multiplies with a packed copy made at engine start, so vLLM alone
+  keeps serving the OLD output head (greedy outputs matched neither model). The reload goes
+  through :class:`raysys.engines.vllm_worker.ReloadExtension`, which repacks a tied head.
 - The engine runs in child processes (spawned): scripts that start it need a
   ``if __name__ == "__main__":`` guard.
 """
@@ -42,6 +44,8 @@ CPU_KV_CACHE_BYTES = 1024**3   # 1 GiB: tens of thousands of tokens for small mo
 # config.json keys that do not change the parameter layout (a different value keeps in-place
 # reload possible).
 _LAYOUT_IRRELEVANT = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache"}
+# Mixed into vLLM's worker (``worker_extension_cls``): the in-place reload that repacks a tied head.
+RELOAD_EXTENSION = "raysys.engines.vllm_worker.ReloadExtension"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "tokenizer.model", "vocab.json", "merges.txt")
 
@@ -61,15 +65,11 @@ def layout_signature(model_dir: str | Path) -> str:
 
 def reload_path(current_dir: str | Path, new_dir: str | Path) -> str:
     """How ``load_weights`` moves the engine from ``current_dir`` to ``new_dir``:
-    ``"none"`` (same dir), ``"in_place"`` (same layout, untied head) or ``"restart"``."""
+    ``"none"`` (same dir), ``"in_place"`` (same layout: config and tokenizer, a tied head
+    included) or ``"restart"``."""
     if Path(current_dir).resolve() == Path(new_dir).resolve():
         return "none"
-    if layout_signature(new_dir) != layout_signature(current_dir):
-        return "restart"
-    cfg = json.loads((Path(new_dir) / "config.json").read_text())
-    text_cfg = cfg.get("text_config", cfg)
-    tied = text_cfg.get("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
-    return "restart" if tied else "in_place"
+    return "in_place" if layout_signature(new_dir) == layout_signature(current_dir) else "restart"
 
 
 def engine_dtype(dtype: str, on_cpu: bool) -> str:
@@ -179,7 +179,7 @@ class VLLMEngine:
             max_model_len=effective_max_model_len(model_dir, self.spec.max_model_len),
             gpu_memory_utilization=cfg.gpu_memory_utilization, enforce_eager=cfg.enforce_eager,
             seed=self.seed, trust_remote_code=self.spec.trust_remote_code,
-            enable_lora=self.enable_lora)
+            enable_lora=self.enable_lora, worker_extension_cls=RELOAD_EXTENSION)
         if self.enable_lora:
             kwargs.update(max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank)
         if self._on_cpu():
@@ -221,7 +221,8 @@ class VLLMEngine:
 
     def load_weights(self, model_path: str, adapter: str | None = None) -> None:
         """Serve new weights: an adapter is a new ``LoRARequest``; a full model of the same
-        layout is reloaded in place (``reload_weights``); anything else restarts the engine."""
+        layout is reloaded in place (``reload_weights``, a tied head repacked); anything else
+        restarts the engine."""
         from raysys.models.loading import resolve_model_path
 
         model_dir = resolve_model_path(model_path)
@@ -229,12 +230,12 @@ class VLLMEngine:
         if adapter is not None and not self.enable_lora:
             self.enable_lora, path = True, "restart"
         if path == "restart":
-            log.info("VLLMEngine: new engine for %s (architecture, tokenizer, tied head or LoRA)",
+            log.info("VLLMEngine: new engine for %s (architecture, tokenizer or LoRA)",
                      model_path)
             self._start(model_path)
             self.reloads["restart"] += 1
         elif path == "in_place":
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_dir})
+            self.llm.collective_rpc("raysys_reload_weights", kwargs={"weights_path": model_dir})
             self.llm.reset_prefix_cache()
             self.model_path, self._model_dir = model_path, model_dir
             self.reloads["in_place"] += 1

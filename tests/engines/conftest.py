@@ -23,15 +23,15 @@ def prompts() -> list[str]:
     return out
 
 
-def _rescaled_copy(src: Path, out: Path, seed: int) -> Path:
-    """``src``'s architecture and tokenizer, untied output head, matrices ~ N(0, 0.15²)."""
+def _rescaled_copy(src: Path, out: Path, seed: int, tied: bool = False) -> Path:
+    """``src``'s architecture and tokenizer, matrices ~ N(0, 0.15²), output head untied
+    (``tied``: one matrix for input embedding and head, as SmolLM2)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from raysys.models.loading import load_tokenizer, save_pretrained_atomic
 
     config = AutoConfig.from_pretrained(src)
-    # Untied, as most real checkpoints: vLLM reloads those in place (tied ones need a restart).
-    config.tie_word_embeddings = False
+    config.tie_word_embeddings = tied
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -71,3 +71,17 @@ def lora_dir(varied_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("lora") / "adapter"
     peft_model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tied_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As ``varied_model_dir`` with tied input/output embeddings (seed 4)."""
+    return _rescaled_copy(tiny_model_dir, tmp_path_factory.mktemp("tied") / "model", seed=4,
+                          tied=True)
+
+
+@pytest.fixture(scope="session")
+def tied_other_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same layout as ``tied_model_dir``, other weights (seed 5)."""
+    return _rescaled_copy(tiny_model_dir, tmp_path_factory.mktemp("tied_other") / "model",
+                          seed=5, tied=True)

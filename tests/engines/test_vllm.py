@@ -72,11 +72,14 @@ def test_reload_path(varied_model_dir: Path, other_model_dir: Path, tiny_model_d
     assert reload_path(varied_model_dir, varied_model_dir) == "none"
     assert reload_path(varied_model_dir, other_model_dir) == "in_place"
     assert reload_path(varied_model_dir, tiny_model_dir) == "restart"      # different config
-    # Same layout but a tied head: vLLM's in-place reload would keep the old lm_head.
+    # Same layout with a tied head: in place too (the worker extension repacks the head).
     tied_a, tied_b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(tiny_model_dir, tied_a)
     shutil.copytree(tiny_model_dir, tied_b)
     assert json.loads((tied_b / "config.json").read_text())["tie_word_embeddings"] is True
+    assert reload_path(tied_a, tied_b) == "in_place"
+    with (tied_b / "tokenizer_config.json").open("a") as f:
+        f.write("\n")                                           # tokenizer files differ
     assert reload_path(tied_a, tied_b) == "restart"
 
 
@@ -150,6 +153,29 @@ def test_load_weights_in_place(vllm_engine, varied_model_dir: Path, other_model_
     assert ids(swapped) == ids(expected)
     # Back on the first weights, same prompts: the prefix cache must not serve stale KV.
     assert ids(vllm_engine.generate(prompts, GREEDY)) == ids(before)
+
+
+def test_tied_model_reloads_in_place(tied_model_dir: Path, tied_other_dir: Path,
+                                     prompts: list[str]) -> None:
+    """Tied input/output embeddings (SmolLM2's layout): vLLM's own in-place reload kept the
+    old packed output head on CPU (outputs matched neither model); ours equals a fresh load."""
+    pytest.importorskip("vllm")
+    from raysys.engines.vllm_engine import VLLMEngine
+
+    spec = ModelSpec(path=str(tied_model_dir), dtype="float32", max_model_len=512)
+    eng = VLLMEngine(spec, EngineConfig(kind="vllm"), kv_cache_bytes=256 * 1024**2)
+    try:
+        before = eng.generate(prompts, GREEDY)
+        eng.load_weights(str(tied_other_dir))
+        assert eng.reloads == {"in_place": 1, "restart": 0}
+        swapped = eng.generate(prompts, GREEDY)
+    finally:
+        eng.close()
+    expected = HFEngine(str(tied_other_dir), batch_size=8, dtype="float32").generate(prompts, GREEDY)
+    assert ids(swapped) == ids(expected)
+    assert ids(swapped) != ids(before)
+    assert ids(before) == ids(HFEngine(str(tied_model_dir), batch_size=8,
+                                       dtype="float32").generate(prompts, GREEDY))
 
 
 def test_sleep_refused_on_cpu(vllm_engine) -> None:
