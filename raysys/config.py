@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from raysys.config_dataclass import (MAX_BATCH, MAX_CONFIG_INT, MAX_REPLICAS,  # noqa: F401
                                      MAX_SAMPLES_PER_PROMPT, MAX_TOKENS, NonFiniteFloat, T,
                                      _coerce, _join, _type_name, check_file, check_int_range,
-                                     check_range, dump_yaml, from_dict, to_dict)
+                                     check_range, dump_yaml, find_sections, from_dict, to_dict)
 from raysys.errors import ConfigError  # noqa: F401 - re-exported: defined with every user error
 
 if TYPE_CHECKING:
@@ -111,7 +111,19 @@ class SamplingConfig:
                         "completions per prompt: one replica generates a prompt's samples together")
         if self.temperature < 0:
             raise ConfigError(f"{_join(path, 'temperature')}: expected >= 0, got {self.temperature}")
-        check_range(self.top_p, _join(path, "top_p"), 0.0, 1.0)
+        # What every engine accepts (vLLM's SamplingParams rules, which HF's warpers share or
+        # would silently misread): a nucleus that keeps something, top-k off (-1, 0) or >= 1,
+        # stop strings that are not empty (an empty one ends every completion at once).
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{_join(path, 'top_p')}: expected 0 < top_p <= 1 (1 = off), got "
+                              f"{self.top_p}")
+        if self.top_k < -1:
+            raise ConfigError(f"{_join(path, 'top_k')}: expected -1 or 0 (off) or a count >= 1, "
+                              f"got {self.top_k}")
+        for i, stop in enumerate(self.stop):
+            if stop == "":
+                raise ConfigError(f"{_join(path, 'stop')}[{i}]: an empty stop string would end "
+                                  "every completion before its first token; remove it")
         if self.max_new_tokens < 1:
             raise ConfigError(f"{_join(path, 'max_new_tokens')}: expected >= 1, got {self.max_new_tokens}")
         check_int_range(self.max_new_tokens, _join(path, "max_new_tokens"), 1, MAX_TOKENS,

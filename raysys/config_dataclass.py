@@ -222,3 +222,22 @@ def check_file(path: str | None, key: str, *, dir_ok: bool = False) -> None:
 def check_range(value: float | None, key: str, lo: float, hi: float) -> None:
     if value is not None and not (lo <= value <= hi):
         raise ConfigError(f"{key}: expected a value in [{lo}, {hi}], got {value}")
+
+
+def find_sections(cfg: Any, cls: type | tuple[type, ...], key: str = "") -> list[tuple[str, Any]]:
+    """Every instance of ``cls`` inside a config, with its dotted key path (``models.strong``,
+    ``stages[1].train``), in field order: nested dataclasses, dicts and lists are walked; an
+    instance found is not walked into."""
+    if isinstance(cfg, cls):
+        return [(key, cfg)]
+    found: list[tuple[str, Any]] = []
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            found += find_sections(getattr(cfg, f.name), cls, _join(key, f.name))
+    elif isinstance(cfg, dict):
+        for k, v in cfg.items():
+            found += find_sections(v, cls, _join(key, str(k)))
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            found += find_sections(v, cls, f"{key}[{i}]")
+    return found

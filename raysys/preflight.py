@@ -1,6 +1,8 @@
 """What a run needs besides a valid config, checked in the driver before Ray starts or anything
-is written: outputs that alias none of the inputs, a writable run dir, the model dirs the config
-names, a reachable Ray address. ``raysys run`` and ``demo`` call :func:`preflight` first."""
+is written: outputs that alias none of the inputs, a writable run dir, the model dirs and
+datasets the config names, nothing it asks for that can never be satisfied (the models' shapes,
+the engine's rules, this machine's resources), a reachable Ray address. ``raysys run`` and
+``demo`` call :func:`preflight` first."""
 
 from __future__ import annotations
 
@@ -37,6 +39,20 @@ def check_run_outputs(cfg: Any, config_path: str | Path | None = None) -> None:
         check_not_an_input(getattr(cfg, key, None), inputs, key, error=ConfigError)
 
 
+def check_satisfiable(cfg: Any) -> None:
+    """What a run asks for that can never be given, refused before any work: parallelism, LoRA
+    targets, lengths and sampling its models' shapes and its engine do not allow
+    (:mod:`raysys.preflight_models`), and, on a local Ray, role groups and training stages this
+    machine cannot hold (:mod:`raysys.preflight_cluster`; on a joined cluster
+    ``preflight_cluster.check_cluster_resources`` runs once connected). Needs the config's
+    model dirs checked first (:func:`raysys.models.loading.check_config_models`)."""
+    from raysys.preflight_cluster import check_local_resources
+    from raysys.preflight_models import check_model_limits
+
+    check_model_limits(cfg)
+    check_local_resources(cfg)
+
+
 def preflight(cfg: Any, *, force: bool = False, config_path: str | Path | None = None) -> None:
     """What a run needs besides a valid config, checked in the driver before any work (and
     before RUN_DIR/logs is written): outputs (run dir, ``tiny_cache``) that are none of its
@@ -44,8 +60,9 @@ def preflight(cfg: Any, *, force: bool = False, config_path: str | Path | None =
     file, not an unrelated directory; an existing run's state, manifests and config), a
     writable ``tiny_cache`` that is not an unrelated directory, every model dir it names
     (config.json and safetensors headers), every dataset it names (its source options, and a
-    local file's rows: a dataset that would fail only in its stage inside Ray fails here), and a
-    reachable Ray address (bounded wait)."""
+    local file's rows: a dataset that would fail only in its stage inside Ray fails here), what
+    can never be satisfied (:func:`check_satisfiable`: the models' shapes, the engine's rules,
+    this machine's resources on a local Ray), and a reachable Ray address (bounded wait)."""
     from raysys.config import to_dict
     from raysys.data.io import check_output_dir
     from raysys.data.sources import check_config_data
@@ -61,6 +78,7 @@ def preflight(cfg: Any, *, force: bool = False, config_path: str | Path | None =
         check_output_dir(cfg.tiny_cache, "tiny_cache", ("tiny-*", ".tiny-*"))
     check_config_models(cfg)
     check_config_data(cfg)      # every local dataset loads: options, rows, unique ids
+    check_satisfiable(cfg)
     cluster = getattr(cfg, "cluster", None)
     if cluster is not None:
         check_ray_address(cluster.address)

@@ -51,7 +51,7 @@ def test_defaults_and_nested_values() -> None:
     ({"name": "x", "train": {"lora": {"target_modules": [1, {}]}}}, "train.lora.target_modules[1]: expected str"),
     ({"name": "x", "train": 3}, "train: expected mapping, got 3"),
     ({"name": "x", "sampling": {"n": 0}}, "sampling.n: expected n >= 1, got 0"),
-    ({"name": "x", "sampling": {"top_p": 1.5}}, "sampling.top_p: expected a value in [0.0, 1.0], got 1.5"),
+    ({"name": "x", "sampling": {"top_p": 1.5}}, "sampling.top_p: expected 0 < top_p <= 1 (1 = off), got 1.5"),
 ])
 def test_errors_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from raysys.data.io import read_json_object
 from raysys.errors import ModelError
-from raysys.models.model_dir import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HUB_ALLOW_PATTERNS,  # noqa: F401
-                                     HUB_ID, MAX_SAFETENSORS_HEADER, PICKLE_WEIGHT_SUFFIXES,
+from raysys.models.model_dir import (ADAPTER_CONFIG, ADAPTER_WEIGHTS,  # noqa: F401
+                                     HUB_ALLOW_PATTERNS, HUB_ID, MAX_SAFETENSORS_HEADER,
+                                     PICKLE_WEIGHT_SUFFIXES,
                                      _looks_local, adapter_base, check_model_dir,
                                      check_remote_code, check_safetensors, is_adapter_dir,
                                      resolve_model_path)

@@ -29,6 +29,9 @@ BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 SPECIAL_TOKENS = (BOS, EOS, PAD, *ROLE_TOKENS)
 HEAD_DIM = 64  # vLLM's CPU attention rejects small heads (16 fails); 64 works everywhere
+# Positions of a tiny model (its context): what the preflight knows of a `tiny` model before
+# the recipe builds it.
+TINY_POSITIONS = 1024
 
 # Each turn is `<|role|>\n{content}\n`; an assistant turn ends with <|eos|> so a model trained on
 # rendered chats learns to stop, and the generation prompt is the bare assistant header.
@@ -120,13 +123,14 @@ def train_tokenizer(corpus: Iterable[str] | str | Path | None = None, *,
         padding_side="left",
         clean_up_tokenization_spaces=False,
         chat_template=CHAT_TEMPLATE,
-        model_max_length=1024,
+        model_max_length=TINY_POSITIONS,
     )
 
 
 def tiny_llama_config(*, vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2,
                       kv_heads: int | None = None, intermediate: int | None = None,
-                      max_position_embeddings: int = 1024, bos_token_id: int | None = None,
+                      max_position_embeddings: int = TINY_POSITIONS,
+                      bos_token_id: int | None = None,
                       eos_token_id: int | None = None,
                       pad_token_id: int | None = None) -> LlamaConfig:
     """A small ``LlamaConfig``; ``hidden`` must equal ``heads * 64`` (see module docstring)."""
@@ -160,7 +164,7 @@ def tiny_llama_config(*, vocab_size: int, hidden: int = 128, layers: int = 2, he
 def build_tiny_model(out_dir: str | Path, *, hidden: int = 128, layers: int = 2, heads: int = 2,
                      kv_heads: int | None = None, intermediate: int | None = None,
                      vocab_size: int = 512, corpus: Iterable[str] | str | Path | None = None,
-                     max_position_embeddings: int = 1024, seed: int = 0) -> Path:
+                     max_position_embeddings: int = TINY_POSITIONS, seed: int = 0) -> Path:
     """Train a tokenizer, randomly initialise a tiny Llama (seeded), save both to ``out_dir``.
 
     The directory is assembled beside ``out_dir`` and renamed into place, so ``out_dir`` either

@@ -1,7 +1,8 @@
 """Every hostile input to every ``raysys`` command ends in one line on stderr
 (``error: <file or key>: <what was expected>``), exit code 2, no traceback, and nothing written.
 
-The table is in ``hostile_cases.py``. Each case runs the real entry point (``raysys.cli.main``)
+The table is in ``hostile_cases.py`` and ``hostile_cases_unsatisfiable.py`` (runs that can never
+be satisfied, datasets the run preflight loads). Each case runs the real entry point (``raysys.cli.main``)
 in-process in an empty working directory holding only the case's files; a few run as a
 subprocess too, to see the console a user sees (no library noise, no traceback).
 """
@@ -18,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from hostile_cases import CASES, Case   # tests/cli is on sys.path (rootdir-less layout)
+import hostile_cases_unsatisfiable
+from hostile_cases import CASES as BASE_CASES   # tests/cli is on sys.path (rootdir-less layout)
+from hostile_cases import Case
+
+CASES = BASE_CASES + hostile_cases_unsatisfiable.CASES
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CFG = REPO / "configs" / "demo_quick.yaml"
@@ -122,6 +127,10 @@ def test_table_covers_every_category_with_40_plus_cases() -> None:
     assert by_cat.get("output-is-input", 0) >= 8
     for category in ("checked-in-driver", "resource-bomb", "run-state", "small"):
         assert by_cat.get(category, 0) >= 5, category
+    assert by_cat.get("unsatisfiable", 0) >= 8
+    # datasets the run preflight loads (they failed in the problems stage, inside Ray)
+    assert sum(c.category == "checked-in-driver" and c.id.startswith("run-data")
+               for c in hostile_cases_unsatisfiable.CASES) >= 5
 
 
 @pytest.mark.parametrize("case_id", ["train-binary-data", "run-unreachable-address", "status-state-binary"])
