@@ -171,12 +171,16 @@ def local_node(cluster: ClusterConfig) -> dict[str, float]:
 
 def check_local_resources(cfg: Any) -> None:
     """On a local Ray (no ``cluster.address`` and no ``RAY_ADDRESS``): every role group and
-    training stage of ``cfg`` fits this machine, before Ray starts. A resource the machine's
-    description lacks is only checked when Ray's own resolution was available."""
+    training stage of ``cfg`` fits this machine, before Ray starts. A config without a
+    ``cluster`` section (``raysys train``'s TrainConfig) runs on the default local Ray. A
+    resource the machine's description lacks is only checked when Ray's own resolution was
+    available."""
     from raysys.distributed.ray_init import resolve_address
 
     cluster = getattr(cfg, "cluster", None)
-    if not isinstance(cluster, ClusterConfig) or resolve_address(cluster.address) != "local":
+    if not isinstance(cluster, ClusterConfig):
+        cluster = ClusterConfig()
+    if resolve_address(cluster.address) != "local":
         return
     node = local_node(cluster)
     shown = {k: node[k] for k in ("CPU", "GPU") if k in node}
