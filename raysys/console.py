@@ -63,6 +63,7 @@ DETAIL_LOGGERS = ("raysys.distributed.actors", "raysys.distributed.roles")
 class _Session:
     logs: Path
     verbose: bool
+    link_session: bool = True
 
 
 _SESSION: _Session | None = None
@@ -258,6 +259,8 @@ def _discard_logs(run_dir: Path, before: set[str] | None, created: Path | None) 
     else was written into ``run_dir`` (``before``: its entries then, None if it was absent)."""
     import shutil
 
+    if before is not None and LOGS_DIR in before:
+        return                              # an earlier run's log, appended to: kept
     if (set(os.listdir(run_dir)) if run_dir.is_dir() else set()) - {LOGS_DIR} != (before or set()):
         return                              # the command wrote something: keep its log
     shutil.rmtree(run_dir / LOGS_DIR, ignore_errors=True)
@@ -270,7 +273,8 @@ def _discard_logs(run_dir: Path, before: set[str] | None, created: Path | None) 
 
 @contextlib.contextmanager
 def run_logging(run_dir: str | Path, *, verbose: bool = False, capture_fds: bool = True,
-                announce: str | None = None, discard_if_unused: bool = False) -> Iterator[Path]:
+                announce: str | None = None, discard_if_unused: bool = False,
+                link_ray_session: bool = True) -> Iterator[Path]:
     """Log one run: console lines (see module doc) and ``RUN_DIR/logs/driver.log``; yield the
     logs dir. Everything is restored on exit, before an error propagates, so the CLI's one-line
     error (or a bug's traceback) reaches the console; driver.log keeps the traceback too.
@@ -280,7 +284,8 @@ def run_logging(run_dir: str | Path, *, verbose: bool = False, capture_fds: bool
 
     ``discard_if_unused``: when the block fails before anything else was written into
     ``run_dir`` (a command's own input checks ran inside it and refused the input), the logs dir
-    and the directories created for it are removed: bad input leaves nothing behind."""
+    and the directories created for it are removed: bad input leaves nothing behind.
+    ``link_ray_session=False``: no ``logs/ray_session`` link, only ``ray_session.txt``."""
     global _SESSION
     run_path = Path(run_dir).expanduser().absolute()
     logs = run_path / LOGS_DIR
@@ -305,7 +310,7 @@ def run_logging(run_dir: str | Path, *, verbose: bool = False, capture_fds: bool
             con = console_handler(sys.stderr, verbose=True)
             root.addHandler(con)
             handlers.append(con)
-            _SESSION = _Session(logs, True)
+            _SESSION = _Session(logs, True, link_ray_session)
             try:
                 yield logs
             except BaseException:
@@ -318,7 +323,7 @@ def run_logging(run_dir: str | Path, *, verbose: bool = False, capture_fds: bool
                                   else full_log_line(announce, logs))
             root.addHandler(con)
             handlers.append(con)
-            _SESSION = _Session(logs, False)
+            _SESSION = _Session(logs, False, link_ray_session)
             try:
                 yield logs
             except BaseException:
@@ -356,7 +361,7 @@ def record_ray_session(logs: Path | None = None) -> Path | None:
     session_logs = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs"
     (logs / RAY_SESSION_FILE).write_text(f"{session_logs}\n")
     link = logs / "ray_session"
-    if session_logs.is_dir():
+    if session_logs.is_dir() and (_SESSION is None or _SESSION.link_session):
         with contextlib.suppress(OSError):
             if link.is_symlink():
                 link.unlink()

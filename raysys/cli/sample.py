@@ -164,7 +164,7 @@ def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, An
 
     owns_ray = not ray.is_initialized()
     what = f"{'eval' if with_metrics else 'sample'}: {Path(cfg.out).absolute()}"
-    with run_logging(cfg.out, verbose=verbose, announce=what):
+    with run_logging(cfg.out, verbose=verbose, announce=what, discard_if_unused=True):
         try:
             return cfg, run_eval(prepared, with_metrics=with_metrics)
         finally:

@@ -76,8 +76,10 @@ def _train_logged(cfg: Any, run_dir: str | None, work_dir: Path, verbose: bool) 
 
     log = logging.getLogger("raysys.cli.train")
     t0 = time.monotonic()
+    # No logs/ray_session link: the storage probe lists <out>/.. (holding the default work
+    # dir) following links, and Ray's session logs change under it (nodes "do not see" it).
     with run_logging(work_dir, verbose=verbose, announce=f"train {cfg.name} ({cfg.kind}): {work_dir}",
-                     discard_if_unused=True):
+                     discard_if_unused=True, link_ray_session=False):
         result = run_train(cfg, run_dir=run_dir)
         took = time.monotonic() - t0
         if result.completed:

@@ -81,6 +81,8 @@ def test_a_refused_command_leaves_no_logs_dir(tmp_path: Path) -> None:
 def test_a_command_that_did_work_keeps_its_log(tmp_path: Path) -> None:
     _fail_in(tmp_path / "a", write="state.json")          # failed after writing: kept
     assert "bad input" in (tmp_path / "a" / "logs" / "driver.log").read_text()
+    _fail_in(tmp_path / "a")                              # an earlier run's log: kept
+    assert (tmp_path / "a" / "logs" / "driver.log").read_text().count("run failed") == 2
     with run_logging(tmp_path / "b", capture_fds=False, discard_if_unused=True) as logs:
         logging.getLogger("raysys.test").info("fine")   # succeeded: kept
     assert "fine" in (logs / "driver.log").read_text()
