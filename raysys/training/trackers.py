@@ -153,11 +153,7 @@ class _Mlflow:
 
         from raysys.config import to_dict
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (work_dir / MLFLOW_DIR).resolve().as_uri()
-        if uri.startswith("file:"):
-            # MLflow 3 refuses its file store ("maintenance mode") unless this is set; the
-            # file store is the serverless offline default here (a user's "false" wins).
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = mlflow_uri(work_dir)
         tag = str(work_dir.resolve())
         self.mlflow = setup_mlflow(
             config=to_dict(cfg), tracking_uri=uri, rank_zero_only=True,
@@ -181,6 +177,33 @@ class _Mlflow:
     def fail(self) -> None:
         # the client, not the fluent API: the active run belongs to the training thread
         self.client.set_terminated(self.run_id, "FAILED")
+
+
+def mlflow_uri(work_dir: Path) -> str:
+    """``MLFLOW_TRACKING_URI``, else a ``file:`` store under ``work_dir``. For a file store,
+    ``MLFLOW_ALLOW_FILE_STORE`` defaults to true here: MLflow 3 refuses its file store
+    ("maintenance mode") without it, and it is the serverless offline default (a user's
+    "false" wins)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (work_dir / MLFLOW_DIR).resolve().as_uri()
+    if uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def fail_abandoned_runs(cfg: TrainConfig, work_dir: Path) -> list[str]:
+    """Driver side, after a failed fit: mark ``FAILED`` the MLflow runs that workers killed
+    outright (no Python ran, so no watcher) left RUNNING in ``work_dir``; return their ids.
+    A no-op unless ``cfg.trackers`` names mlflow and its experiment exists."""
+    if "mlflow" not in cfg.trackers:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri(Path(work_dir)))
+    experiment = client.get_experiment_by_name(
+        os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_PROJECT))
+    if experiment is None:
+        return []
+    return fail_stale_runs(client, experiment.experiment_id, str(Path(work_dir).resolve()), "")
 
 
 def fail_stale_runs(client: Any, experiment_id: str, work_dir: str, current: str) -> list[str]:

@@ -179,6 +179,26 @@ def test_a_run_a_killed_worker_left_running_is_failed_by_the_next_open(tmp_path:
     assert list(status.values()) == ["FINISHED"]
 
 
+def test_the_driver_fails_the_runs_a_killed_worker_group_left_running(tmp_path: Path) -> None:
+    """After a failed fit with no restart left, nothing will open MLflow in the work dir again:
+    the driver's ``fail_abandoned_runs`` ends what killed workers left RUNNING."""
+    pytest.importorskip("mlflow")
+    from raysys.training.trackers import fail_abandoned_runs
+
+    cfg = from_dict(TrainConfig, {"trackers": ["mlflow"], "name": "gone"})
+    assert fail_abandoned_runs(cfg, tmp_path) == []             # no experiment yet
+    client = mlflow_client(tmp_path)
+    experiment = client.create_experiment("raysys")
+    tag = {MLFLOW_WORK_DIR_TAG: str(tmp_path.resolve())}
+    killed = client.create_run(experiment, tags=tag).info.run_id
+    done = client.create_run(experiment, tags=tag).info.run_id
+    client.set_terminated(done, "FINISHED")
+    assert fail_abandoned_runs(from_dict(TrainConfig, {"trackers": ["tensorboard"]}),
+                               tmp_path) == []                  # no mlflow: not looked at
+    assert fail_abandoned_runs(cfg, tmp_path) == [killed]
+    assert [client.get_run(r).info.status for r in (killed, done)] == ["FAILED", "FINISHED"]
+
+
 # ------------------------------------------------------------------------------------------
 # Slow: the real training path (Ray Train workers, DeepSpeed, the tiny model)
 # ------------------------------------------------------------------------------------------
