@@ -22,7 +22,6 @@ work dir (Ray Train's restart, or a rerun) marks ``FAILED``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -246,8 +245,10 @@ class Trackers:
         MLflow first: one file write, done before W&B's finish waits for its service, in case
         the process is killed meanwhile. One tracker's error does not keep the others open."""
         for sink in sorted(self._take(), key=lambda s: not isinstance(s, _Mlflow)):
-            with contextlib.suppress(Exception):
+            try:
                 sink.fail()
+            except Exception as e:  # noqa: BLE001 - the run already failed; say, go on
+                log.warning("%s: could not end the run as failed: %s", type(sink).__name__, e)
 
 
 def fail_when_thread_ends(trackers: Trackers, thread: threading.Thread) -> threading.Thread:
