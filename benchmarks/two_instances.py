@@ -10,7 +10,16 @@ worker group's start), ``raysys eval`` on the same machine, which starts its own
 instance. ``--burn K`` adds K busy-looping processes for the whole try (the "training
 benchmark that kept both cores busy" of issue 28). It prints per try: each command's exit code
 and wall time, the load average, and for a failed command the error lines of its Ray session
-(``RUN_DIR/logs/ray_session`` or the Ray Train run dir) that say why.
+(its local session dir, found by the driver's pid) that say why.
+
+Found with it (2 cores, load average 15-30 from CI and other runs): before the fix the Ray Train
+stage of ``raysys train`` died ("A worker health check failed ... Destroying worker since its
+placement group was removed") within seconds of any other Ray instance's dashboard coming up on
+127.0.0.1:8265, the address Ray advertises as a dashboard-less instance's State API; Ray Train's
+PlacementGroupCleaner asked that foreign dashboard about its controller, got "no such actor" and
+removed the placement group (``ray_init.dashboard_init_kwargs``). After it: 3 of 3 tries with
+the eval's dashboard on 8265 or 8266 finished both. One eval once failed to start at load 26-30
+(its raylet aborted after ~15 s waiting for its agent's port file): ``local_start`` retries that.
 """
 
 from __future__ import annotations
