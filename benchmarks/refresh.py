@@ -1,6 +1,7 @@
 """Live weight refresh: a running SamplerPool serving new weights in place vs a fresh pool.
 
     .venv/bin/python benchmarks/refresh.py [--rounds 2] [--vllm] [--out benchmarks/RESULTS.refresh.md]
+    .venv/bin/python benchmarks/refresh.py --model-dir models/smollm2-135m-instruct [--vllm]
 
 A pool of one 1-CPU replica serves model A. For each target (a full model dir B; a LoRA adapter
 built with PEFT on A) and each round, the script times ``pool.load_weights(target)`` against
@@ -9,6 +10,10 @@ constructor returns once every replica answers ``ping``), then asserts that gree
 the refreshed pool equal the fresh pool's token for token (and differ from A's, so the refresh
 was not a no-op). The first ``generate`` after each is timed apart. Ray start-up is excluded from
 both. ``--vllm`` repeats it with ``EngineConfig(kind="vllm")`` (minutes of start-up on CPU).
+
+``--model-dir``: A is that model (a real one: tied embeddings, chat template), B a copy with
+every matrix perturbed (``real_data.perturbed_copy``), prompts GSM8K test questions in its chat
+template.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))     # real_data
 
 N_PROMPTS = 32
 MAX_NEW = 16
@@ -41,6 +47,7 @@ class Result:
     fresh_s: float
     refresh_gen_s: float
     fresh_gen_s: float
+    steady_gen_s: float = 0.0       # a second generate on the refreshed pool (warm)
 
     @property
     def speedup(self) -> float:
@@ -51,11 +58,19 @@ class Result:
         """Until the first batch is served: a LoRA request is free, its first use loads it."""
         return (self.fresh_s + self.fresh_gen_s) / (self.refresh_s + self.refresh_gen_s)
 
+    @property
+    def speedup_excess(self) -> float:
+        """As :attr:`speedup_served` with the same generation work taken out of both sides:
+        each first generate counts only its excess over a warm one (a real model's generate
+        costs seconds that either path pays; its first use of new weights may cost more)."""
+        extra = lambda gen: max(gen - self.steady_gen_s, 0.0)  # noqa: E731
+        return (self.fresh_s + extra(self.fresh_gen_s)) / (self.refresh_s + extra(self.refresh_gen_s))
+
 
 def build_varied(out: Path, seed: int) -> Path:
     """A tiny model whose greedy output depends on the prompt (matrices scaled by 5, as in
     tests/distributed/conftest.py: a fresh tiny model repeats one token for every prompt), with
-    an untied LM head: vLLM reloads only untied models in place (a tied one restarts)."""
+    an untied LM head (the real-model rows cover a tied one)."""
     import torch
 
     from raysys.models.loading import load_model, load_tokenizer, save_pretrained_atomic
@@ -126,6 +141,7 @@ def bench_engine(kind: str, a: Path, b: Path, adapter: Path, zero: Path, prompts
                 pool.load_weights(str(a), a_lora)                # back to A, untimed
                 _, refresh_s = timed(lambda: pool.load_weights(path, lora))
                 out_r, refresh_gen = timed(lambda: pool.generate(prompts, params))
+                _, steady_gen = timed(lambda: pool.generate(prompts, params))
                 fresh_spec = ModelSpec(path=path, adapter=lora, dtype="float32")
                 fresh, fresh_s = timed(lambda: SamplerPool(1, fresh_spec, engine, cluster))
                 try:
@@ -135,7 +151,7 @@ def bench_engine(kind: str, a: Path, b: Path, adapter: Path, zero: Path, prompts
                 assert ids(out_r) == ids(out_f), f"{kind} {name}: refreshed != fresh outputs"
                 assert ids(out_r) != out_a, f"{kind} {name}: outputs equal model A's (no-op?)"
                 results.append(Result(kind, name, r + 1, refresh_s, fresh_s, refresh_gen,
-                                      fresh_gen))
+                                      fresh_gen, steady_gen))
                 print(results[-1], f"speed-up {results[-1].speedup:.1f}x", flush=True)
     return results
 
@@ -143,11 +159,13 @@ def bench_engine(kind: str, a: Path, b: Path, adapter: Path, zero: Path, prompts
 def table(results: list[Result]) -> str:
     lines = ["| engine | target | round | refresh s | fresh pool start s | speed-up | "
              "1st generate after refresh s | 1st generate on fresh pool s | speed-up incl. "
-             "1st generate | greedy equal |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "1st generate | warm generate s | speed-up, 1st generate's excess over warm only "
+             "| greedy equal |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.engine} | {r.target} | {r.round} | {r.refresh_s:.2f} | "
                      f"{r.fresh_s:.2f} | {r.speedup:.1f}x | {r.refresh_gen_s:.2f} | "
-                     f"{r.fresh_gen_s:.2f} | {r.speedup_served:.1f}x | yes ({N_PROMPTS} prompts "
+                     f"{r.fresh_gen_s:.2f} | {r.speedup_served:.1f}x | {r.steady_gen_s:.2f} | "
+                     f"{r.speedup_excess:.1f}x | yes ({N_PROMPTS} prompts "
                      f"x {MAX_NEW} tokens) |")
     return "\n".join(lines)
 
@@ -155,21 +173,29 @@ def table(results: list[Result]) -> str:
 def summarize(results: list[Result]) -> str:
     """One line per (engine, target): the worst round's speed-up, including the first generate
     (the conservative figure), against the >= 5x target."""
-    worst: dict[tuple[str, str], float] = {}
+    worst: dict[tuple[str, str], tuple[float, float]] = {}
     for r in results:
         key = (r.engine, r.target)
-        worst[key] = min(worst.get(key, float("inf")), r.speedup_served)
+        old = worst.get(key, (float("inf"), float("inf")))
+        worst[key] = (min(old[0], r.speedup_served), min(old[1], r.speedup_excess))
     return "\n".join(f"- {e}, {t}: worst-round speed-up incl. first generate {s:.1f}x (target "
-                     f">= 5x: {'met' if s >= 5 else 'NOT met'})" for (e, t), s in worst.items())
+                     f">= 5x: {'met' if s >= 5 else 'NOT met'}); counting only the first "
+                     f"generate's excess over a warm one {x:.1f}x ({'met' if x >= 5 else 'NOT met'})"
+                     for (e, t), (s, x) in worst.items())
 
 
 def main() -> None:
+    global N_PROMPTS, MAX_NEW
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--vllm", action="store_true", help="also the VLLMEngine pool (slow on CPU)")
     ap.add_argument("--no-hf", action="store_true", help="skip the HFEngine pool")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--model-dir", default=None, help="model A (default: a tiny model built here)")
+    ap.add_argument("--prompts", type=int, default=N_PROMPTS)
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW)
     args = ap.parse_args()
+    N_PROMPTS, MAX_NEW = args.prompts, args.max_new_tokens
 
     import torch
 
@@ -185,10 +211,19 @@ def main() -> None:
     results: list[Result] = []
     failures: list[str] = []
     try:
-        a, b = build_varied(work / "A", 0), build_varied(work / "B", 1)
+        if args.model_dir:
+            from real_data import chat_prompts, describe, gsm8k_problems, perturbed_copy
+
+            a, what = Path(args.model_dir), describe(args.model_dir)
+            b = perturbed_copy(a, work / "B", seed=1)
+            prompts = chat_prompts(a, gsm8k_problems(N_PROMPTS))
+        else:
+            a, b = build_varied(work / "A", 0), build_varied(work / "B", 1)
+            prompts = [build_prompt(p["question"]) for p in make_problems(N_PROMPTS, seed=0)]
+            what = ("tiny Llama (hidden 128, 2 layers, fp32, matrices x5 so greedy output varies "
+                    "per prompt, untied LM head)")
         adapter = build_adapter(a, work / "lora")
         zero = build_adapter(a, work / "lora0", zero=True)
-        prompts = [build_prompt(p["question"]) for p in make_problems(N_PROMPTS, seed=0)]
         _, ray_s = timed(lambda: init_ray(ClusterConfig(num_cpus=2), dashboard=False))
         try:
             if not args.no_hf:
@@ -206,13 +241,13 @@ def main() -> None:
     summary = summarize(results)
     report = (f"# Live weight refresh\n\nRun {started}; {os.cpu_count()} CPU cores, no GPU; "
               f"shared machine (1-min load average {load0[0]:.1f} before, {load1[0]:.1f} after). "
-              f"Pool of 1 replica (1 CPU, 1 torch thread) serving A; tiny Llama (hidden 128, "
-              f"2 layers, fp32, matrices x5 so greedy output varies per prompt, untied LM head); "
+              f"Pool of 1 replica (1 CPU, 1 torch thread) serving A; {what}"
+              f"{'; B: A with every matrix x (1 + 0.05 N(0,1))' if args.model_dir else ''}; "
               f"LoRA r=8 on q/v/o (the vLLM pool serves A through a zero adapter so LoRA is "
               f"enabled from its start). Ray start-up ({ray_s:.1f} s) excluded from both columns. Greedy outputs "
               f"after refresh asserted equal to a fresh pool's ({N_PROMPTS} prompts x {MAX_NEW} "
               f"tokens, EOS ignored) and different from A's. Command: "
-              f"`.venv/bin/python benchmarks/refresh.py{' --vllm' if args.vllm else ''}`.\n\n"
+              f"`.venv/bin/python benchmarks/refresh.py {' '.join(sys.argv[1:])}`.\n\n"
               f"{table(results)}\n\n{summary}\n"
               + "".join(f"- FAILED: {f}\n" for f in failures))
     print(report)

@@ -1,6 +1,8 @@
 """Sampling throughput: naive HF loop vs HFEngine vs VLLMEngine vs Ray Data vs plain vLLM.
 
 Usage: ``.venv/bin/python benchmarks/sampling.py [--quick] [--out benchmarks/RESULTS.sampling.md]``
+``--model-dir DIR --gsm8k`` runs the same rows on a real model (``make real-model``) with GSM8K
+test questions in its chat template (``benchmarks/real_data.py``) instead of the tiny model.
 
 Every row runs in this one process on the same tiny model (``build_tiny_model`` defaults:
 hidden 128, 2 layers, 2 heads of dim 64, fp32), the same prompts (zero-shot prompts of
@@ -19,6 +21,7 @@ import argparse
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))     # real_data
 
 
 @dataclass
@@ -62,7 +67,14 @@ def idle_share(before: tuple[float, float], after: tuple[float, float]) -> float
     return (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
-def make_prompts(n: int) -> tuple[list[str], list[dict]]:
+def make_prompts(n: int, model_dir: str | None = None) -> tuple[list[str], list[dict]]:
+    """``n`` zero-shot prompts of synthetic problems; with ``model_dir``: GSM8K test questions
+    in that model's chat template."""
+    if model_dir is not None:
+        from real_data import chat_prompts, gsm8k_problems
+
+        problems = gsm8k_problems(n)
+        return chat_prompts(model_dir, problems), problems
     from raysys.data.synthetic import make_problems
     from raysys.prompts import build_prompt
 
@@ -272,9 +284,20 @@ def attempt(name: str, fn: Callable[[], list[Row]]) -> list[Row]:
 # -- report ---------------------------------------------------------------------------------
 
 
+def wrapper_ratios(rows: list[Row]) -> str:
+    """VLLMEngine's tokens/s over plain vLLM's (own engine, and (3)'s own ``vllm.LLM``)."""
+    by = {r.name.split(" ", 1)[0]: r for r in rows if r.tokens}
+    ours = by.get("(3)")
+    return "".join(f"- VLLMEngine / {what}: {ours.tok_s / by[k].tok_s:.3f}x\n"
+                   for k, what in (("(5)", "plain vllm.LLM.generate, own engine"),
+                                   ("(5b)", "plain generate on the same vllm.LLM"))
+                   if ours and k in by)
+
+
 def table(rows: list[Row]) -> str:
     base = rows[0].tok_s if rows else 1.0
-    lines = ["| path | tokens | wall s | tokens/s | vs (1) | start-up s | note |",
+    ref = rows[0].name.split(" ", 1)[0] if rows else "(1)"
+    lines = [f"| path | tokens | wall s | tokens/s | vs {ref} | start-up s | note |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         start = f"{r.startup_s:.1f}" if r.startup_s is not None else "-"
@@ -308,11 +331,17 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--no-naive", action="store_true", help="skip row (1) (minutes on a real model)")
+    ap.add_argument("--model-dir", default=None, help="a model dir instead of the tiny model")
+    ap.add_argument("--gsm8k", action="store_true",
+                    help="GSM8K test questions in the model's chat template (needs --model-dir)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds of each vLLM row")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-ray-data", action="store_true", help="skip rows (4), keep (6)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.gsm8k and not args.model_dir:
+        ap.error("--gsm8k needs --model-dir (the tiny model has no chat template)")
     n = args.prompts or (64 if args.quick else 512)
     max_new = args.max_new_tokens or (16 if args.quick else 32)
 
@@ -320,6 +349,7 @@ def main() -> None:
 
     from raysys.engines.base import SamplingParams
     from raysys.models.tiny import build_tiny_model
+    from real_data import describe
 
     torch.set_num_threads(args.threads)
 
@@ -327,11 +357,13 @@ def main() -> None:
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
-        model_dir = str(build_tiny_model(work / "tiny"))
-        prompts, problems = make_prompts(n)
+        model_dir = args.model_dir or str(build_tiny_model(work / "tiny"))
+        what = (describe(model_dir) if args.model_dir else
+                "tiny Llama (hidden 128, 2 layers, head_dim 64, fp32)")
+        prompts, problems = make_prompts(n, model_dir if args.gsm8k else None)
         params = SamplingParams(max_new_tokens=max_new, ignore_eos=True)
-        rows = [naive_row(model_dir, prompts, max_new),
-                hf_engine_row(model_dir, prompts, params, args.batch_size)]
+        rows = [] if args.no_naive else [naive_row(model_dir, prompts, max_new)]
+        rows.append(hf_engine_row(model_dir, prompts, params, args.batch_size))
         print(table(rows), flush=True)
         if not args.no_ray and not args.no_ray_data:
             rows += attempt("(4) Ray Data", lambda: ray_rows(model_dir, problems, max_new,
@@ -350,11 +382,12 @@ def main() -> None:
     load1 = os.getloadavg()
     report = (f"# Sampling benchmark\n\nRun {started} on {machine()}; shared with other engineers' "
               f"work (load average {load0[0]:.1f} at start, {load1[0]:.1f} at end), so absolute "
-              f"numbers are noisy. {n} prompts, greedy, {max_new} new tokens each, EOS ignored; "
-              f"tiny Llama (hidden 128, 2 layers, head_dim 64, fp32); {args.threads} torch thread(s) "
+              f"numbers are noisy. {n} {'GSM8K test (chat template)' if args.gsm8k else ''} "
+              f"prompts, greedy, {max_new} new tokens each, EOS ignored; "
+              f"{what}; {args.threads} torch thread(s) "
               f"in the driver. Command: "
-              f"`.venv/bin/python benchmarks/sampling.py{' --quick' if args.quick else ''}`.\n\n"
-              f"{table(rows)}\n")
+              f"`.venv/bin/python benchmarks/sampling.py {' '.join(sys.argv[1:])}`.\n\n"
+              f"{table(rows)}\n\n{wrapper_ratios(rows)}")
     print(report)
     if args.out:
         args.out.write_text(report)

@@ -6,6 +6,7 @@ raysys DPO vs TRL's DPOTrainer, on the same tiny model, data and batch.
 Step times are wall-clock means over the steps after a warm-up, measured inside each loop
 (Ray / DeepSpeed start-up excluded; reported apart). Needs ``trl`` for the TRL row. ``--profile``
 adds where one step's time goes (plain loop vs the worker's ``_train_step``, in this process).
+The real model's rows (full and LoRA): ``benchmarks/real_model.py --section training``.
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ def _per_step_ms(points: list[tuple[int, float]]) -> float:
 
 
 def plain_sft(model_dir: Path, rows: list[dict], steps: int, micro: int = GLOBAL_BATCH,
-              parts: dict[str, float] | None = None) -> float:
+              parts: dict[str, float] | None = None, max_len: int = 256, model: Any = None) -> float:
     """A single-process PyTorch loop doing the same work: AdamW, clipping, cosine LR.
     ``parts`` (if given) receives ms/step of collate, forward+loss, backward and the optimizer
-    step (clip, AdamW, schedule, zero_grad) over the steps after the warm-up."""
+    step (clip, AdamW, schedule, zero_grad) after the warm-up. ``model``: one built (e.g. LoRA)."""
     import torch
 
     from raysys.models.loading import load_model, load_tokenizer
@@ -88,9 +89,9 @@ def plain_sft(model_dir: Path, rows: list[dict], steps: int, micro: int = GLOBAL
 
     torch.manual_seed(0)
     tok = load_tokenizer(str(model_dir), padding_side="right")
-    model = load_model(str(model_dir), dtype="float32").train()
-    examples, _ = tokenize_sft(rows, tok, 256)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model = (model or load_model(str(model_dir), dtype="float32")).train()
+    examples, _ = tokenize_sft(rows, tok, max_len)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, 0.0))
     collate = SFTCollator(tok.pad_token_id)
     elapsed = []
@@ -279,10 +280,8 @@ def _gloo_worker(rank: int, numel: int, iters: int, q: Any) -> None:
     dist.destroy_process_group()
 
 
-def _keep(best: dict[str, tuple[float, dict[str, float]]], name: str, ms: float,
-          parts: dict[str, float]) -> None:
-    if name not in best or ms < best[name][0]:
-        best[name] = (ms, parts)
+def _keep(best: dict[str, tuple[float, dict[str, float]]], name: str, ms: float, parts: dict) -> None:
+    best[name] = min(best.get(name, (ms, parts)), (ms, parts), key=lambda x: x[0])
 
 
 def profile(model_dir: Path, data_sft: Path, data_pairs: Path, sft: list[dict], tmp: Path,
