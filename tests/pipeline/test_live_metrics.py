@@ -62,11 +62,13 @@ def metrics_port() -> Iterator[int]:
     """A local Ray whose node exports metrics on a known port, every 0.5 s."""
     import ray
 
+    from raysys.distributed.ray_init import dashboard_init_kwargs
+
     if ray.is_initialized():
         ray.shutdown()
     port = _free_port()
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False, _metrics_export_port=port,
+             **dashboard_init_kwargs(False), log_to_driver=False, _metrics_export_port=port,
              _system_config={"metrics_report_interval_ms": REPORT_INTERVAL_MS})
     assert ray.nodes()[0]["MetricsExportPort"] == port
     yield port

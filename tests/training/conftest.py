@@ -59,8 +59,10 @@ def ray_local():
     """A small local Ray instance shared by one test module, always shut down."""
     import ray
 
+    from raysys.distributed.ray_init import dashboard_init_kwargs
+
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             **dashboard_init_kwargs(False), log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -78,12 +78,13 @@ def test_registered_kind_trains_on_ray_train(registered: TrainingKind, tmp_path:
     import ray
     from ray import cloudpickle
 
+    from raysys.distributed.ray_init import dashboard_init_kwargs
     from raysys.training.trainer import train
 
     # The kind's functions live in this test module, which Ray workers cannot import.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             **dashboard_init_kwargs(False), log_to_driver=False)
     try:
         data = write_jsonl(tmp_path / "d.jsonl", sft_rows(64, seed=3))
         cfg = from_dict(TrainConfig, {"kind": "mean_sft", "model": str(tiny_model_dir),
