@@ -71,10 +71,16 @@ def unshared(run_dir: str | Path, inputs: Iterable[str | Path] = (),
 _decided: dict[str, str] = {}
 
 
-def use_storage(mode: str, run_dir: str | Path, inputs: Iterable[str | Path] = ()) -> str:
+def use_storage(mode: str, run_dir: str | Path, inputs: Iterable[str | Path] = (),
+                outputs: Iterable[str | Path] = ()) -> str:
     """Decide how this run's files reach the other nodes (``cluster.storage``) and start the
     store when they travel through Ray; returns ``shared`` or ``ray``. Decided once per
-    cluster and driver; later calls (each training stage) only register more roots."""
+    cluster and driver; later calls (each training stage) only register more roots.
+
+    ``inputs`` are probed (every node must see the same files and sizes); ``outputs`` (dirs
+    results are pushed into, e.g. ``train --out``'s parent) are only served: listing them
+    would walk whatever else lives there (``--out /tmp/x`` lists /tmp) and race what other
+    processes write into it meanwhile."""
     import ray
 
     from raysys.errors import ConfigError
@@ -83,7 +89,7 @@ def use_storage(mode: str, run_dir: str | Path, inputs: Iterable[str | Path] = (
     # Inputs inside the run dir travel with it (and change as the run writes there).
     inputs = [p for p in (Path(i).expanduser().resolve() for i in inputs if i)
               if p.exists() and p != run_dir and run_dir not in p.parents]
-    roots = [run_dir, *inputs]
+    roots = [run_dir, *inputs, *(Path(o).expanduser().resolve() for o in outputs if o)]
     key = ray.get_runtime_context().gcs_address
     if key in _decided and (_decided[key] == "shared" or store() is not None):
         if _decided[key] == "ray":
