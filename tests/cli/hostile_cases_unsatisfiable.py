@@ -92,6 +92,9 @@ CASES: list[Case] = [
                                                          "stage1.train.merge_output=false", "--set",
                                                          "engine.max_lora_rank=48"],
          r"^error: engine\.max_lora_rank: expected one of 1, 8, 16, 32, 64, 128, 256, 320, 512 "),
+    Case("unsatisfiable", "config-show-lora-target", ["config", "show", "{cfg}", "--set",
+                                                      "weak_sft.train.lora={{enabled: true, target_modules: [qkv]}}"],
+         r"^error: weak_sft\.train\.lora\.target_modules\[0\]: 'qkv' is not a linear module"),
     # -- sampling parameters the engine refuses ------------------------------------------------
     Case("unsatisfiable", "run-top-p-zero", [*RUN, "greedy.top_p=0"],
          r"^error: .*greedy\.top_p: expected 0 < top_p <= 1 \(1 = off\), got 0"),
