@@ -155,7 +155,12 @@ def _run(opts: dict[str, Any], *, with_metrics: bool) -> tuple[Any, dict[str, An
     config_path, verbose = opts.pop("config_path"), opts.pop("verbose", False)
     cfg = build_config(config_path, opts, opts.pop("overrides"))
     check_eval_outputs(cfg, opts, config_path)     # before any loading, Ray or torch
+    from raysys.models.loading import check_config_models
+    from raysys.preflight import check_satisfiable
+
+    check_config_models(cfg)                # adapters and their bases too, before Ray
     prepared = prepare_eval(cfg)            # every input check, before Ray
+    check_satisfiable(cfg)                  # resources, model shape, engine rules
     from raysys.data.io import check_output_dir
     from raysys.distributed.ray_init import check_ray_address
     check_output_dir(cfg.out, "out", OUTPUT_MARKERS)

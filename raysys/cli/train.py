@@ -52,6 +52,11 @@ def train(kind: str | None, model: str | None, data: str | None, out: str | None
     inputs = {keys["model"]: raw["model"], keys["data"]: raw["data"], "--config": config_path}
     check_train_outputs(raw["out"], run_dir, inputs, out_key=keys["out"])
     cfg = from_dict(TrainConfig, raw)
+    from raysys.models.loading import check_config_models
+    from raysys.preflight import check_satisfiable
+
+    check_config_models(cfg)        # the model dir, then what its shape and this machine allow
+    check_satisfiable(cfg)
     # Ray Train's storage: --run-dir, or <out>/../ray_train, which a model dir may sit beside
     from raysys.training.trainer import resolve_work_dir
     work_dir = resolve_work_dir(cfg, run_dir)

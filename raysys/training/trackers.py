@@ -54,13 +54,10 @@ MLFLOW_WORK_DIR_TAG = "raysys.work_dir"
 
 
 def check_tracker_names(names: list[str], key: str = "trackers") -> None:
-    """Every name is a known tracker (ConfigError naming ``key[i]`` and the choices)."""
-    for i, name in enumerate(names):
-        if name not in TRACKER_PACKAGES:
-            raise ConfigError(f"{key}[{i}]: expected one of {', '.join(TRACKER_PACKAGES)}, "
-                              f"got {name!r}")
-        if name in names[:i]:
-            raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
+    """Every name is a known tracker, listed once (the config layer's check, one rule)."""
+    from raysys.training.config import check_tracker_names as check
+
+    check(names, key)
 
 
 def check_trackers_installed(names: list[str], key: str = "trackers") -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hostile_cases import DEMO_CFG, GSM8K_OK, OLYMPIAD_OK, W, Case
+from hostile_cases import DEMO_CFG, EVAL, GSM8K_OK, OLYMPIAD_OK, SFT_OK, TRAIN, W, Case
 
 RUN = ["run", "{cfg}", *W, "--set"]          # argv is str.format-ed: a literal brace is {{ }}
 DEMO_TEST = "  test: {name: synthetic, options: {n: 32, seed: 3, max_operand: 10}}"
@@ -128,4 +128,18 @@ CASES: list[Case] = [
     Case("checked-in-driver", "run-data-name-without-path", ["run", "c.yaml", *W],
          r"^error: data\.test\.path: required for dataset 'gsm8k'",
          {"c.yaml": _demo_with_test("{name: gsm8k}")}),
+    # -- the same checks on `raysys train` and `raysys eval` (their own local Ray: this machine) --
+    Case("unsatisfiable", "train-workers-beyond-cpus", [*TRAIN, "--data", "s.jsonl", "--workers", "64"],
+         r"^error: train\.num_workers: training stage train asks 64 x 1 CPU = 64 CPU at once, more "
+         r"than this machine's local Ray .*Ray would wait for it forever", {"s.jsonl": SFT_OK}),
+    Case("unsatisfiable", "train-max-len-beyond-positions", [*TRAIN, "--data", "s.jsonl", "--set", "max_len=100000"],
+         r"^error: train\.max_len: 100000 tokens per example is beyond the 1024 positions of model",
+         {"s.jsonl": SFT_OK}),
+    Case("unsatisfiable", "eval-vllm-temperature", [*EVAL, "--data", "gsm8k:t.jsonl", "--set",
+                                                    "sampling.temperature=3", "--set", "engine.kind=vllm"],
+         r"^error: sampling\.temperature: expected <= 2 with engine\.kind vllm", {"t.jsonl": GSM8K_OK}),
+    Case("unsatisfiable", "eval-replicas-beyond-cpus", [*EVAL, "--data", "gsm8k:t.jsonl", "--set",
+                                                        "cluster.replicas=64"],
+         r"^error: cluster\.replicas: the sampler group asks 64 x 1 CPU = 64 CPU at once, more "
+         r"than this machine's local Ray", {"t.jsonl": GSM8K_OK}),
 ]
