@@ -48,18 +48,41 @@ _LAYOUT_IRRELEVANT = {"_name_or_path", "transformers_version", "dtype", "torch_d
 RELOAD_EXTENSION = "raysys.engines.vllm_worker.ReloadExtension"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "tokenizer.model", "vocab.json", "merges.txt")
+# tokenizer_config.json keys that transformers writes back from how the tokenizer was loaded,
+# not what it encodes: an imported model saved with local_files_only true and the same tokenizer
+# re-saved by a training stage (false) differ only here, and vLLM never pads or truncates.
+_TOKENIZER_LOAD_KEYS = {"local_files_only", "padding_side", "truncation_side", "name_or_path",
+                        "_commit_hash", "cache_dir", "revision", "token", "use_auth_token",
+                        "trust_remote_code"}
+
+
+def _tokenizer_bytes(path: Path) -> bytes:
+    """A tokenizer file's content for :func:`layout_signature`: tokenizer_config.json without
+    its load-time keys (canonical JSON), any other file as it is."""
+    data = path.read_bytes()
+    if path.name != "tokenizer_config.json":
+        return data
+    try:
+        cfg = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(cfg, dict):
+        return data
+    return json.dumps({k: v for k, v in cfg.items() if k not in _TOKENIZER_LOAD_KEYS},
+                      sort_keys=True, default=str).encode()
 
 
 def layout_signature(model_dir: str | Path) -> str:
     """Hash of what decides whether new weights fit the running engine in place: the model
-    config (architecture, shapes) and the tokenizer files."""
+    config (architecture, shapes) and the tokenizer files (tokenizer_config.json without the
+    keys that record how it was loaded: ``_TOKENIZER_LOAD_KEYS``)."""
     d = Path(model_dir)
     cfg = json.loads((d / "config.json").read_text())
     h = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k not in _LAYOUT_IRRELEVANT},
                                   sort_keys=True, default=str).encode())
     for name in _TOKENIZER_FILES:
         if (d / name).is_file():
-            h.update(name.encode() + (d / name).read_bytes())
+            h.update(name.encode() + _tokenizer_bytes(d / name))
     return h.hexdigest()
 
 

@@ -24,7 +24,10 @@ import pytest
 from raysys.data.io import read_stage
 from test_w2s_resume import _run, _state
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+# Three real quick runs of a 135M model take 15-20 minutes each on 2 loaded cores (the llm2 one
+# was still in its first eval after 15 minutes at load 15-18): outside CI's 45 minutes, in
+# `make test-extended` (which a machine without `make real-model` skips).
+pytestmark = [pytest.mark.slow, pytest.mark.extended, pytest.mark.vllm, pytest.mark.timeout(5400)]
 
 REPO = Path(__file__).resolve().parents[2]
 # recipe -> (config, the key holding the model, data keys -> path under the shared data dir)
@@ -49,7 +52,7 @@ def _quick_run(name: str, real_model_dir: Path, shared_data_dir: Path, tmp: Path
     for s in sets:
         args += ["--set", s]
     start = time.monotonic()
-    _run(args, timeout=900)
+    _run(args, timeout=1800)
     SECONDS[name] = time.monotonic() - start
     print(f"\n{name} quick real run: {SECONDS[name]:.0f} s")
     return run_dir
