@@ -374,37 +374,3 @@ class SamplerPool(ActorGroup):
     def submit(self, prompts: list[str], params: SamplingParams) -> list[Any]:  # type: ignore[override]
         """Start generating without waiting (see :meth:`ActorGroup.submit_generate`)."""
         return self.submit_generate(prompts, params)
-
-
-class OnDemandPool:
-    """A :class:`SamplerPool` started on first :meth:`get` (or call), so a resumed recipe whose
-    stages are already complete starts no engine. ``with OnDemandPool(...) as p:`` stops it at
-    the end (before a training stage needs the resources back)."""
-
-    def __init__(self, n: int, model: ModelSpec, engine: EngineConfig,
-                 cluster: ClusterConfig | None = None) -> None:
-        self._args = (n, model, engine, cluster)
-        self._pool: SamplerPool | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._pool is not None
-
-    def get(self) -> SamplerPool:
-        """The running pool (started now if it is not yet)."""
-        if self._pool is None:
-            self._pool = SamplerPool(*self._args)
-        return self._pool
-
-    __call__ = get
-
-    def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def __enter__(self) -> OnDemandPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()

@@ -26,16 +26,13 @@ from typing import Any
 import pyarrow as pa
 
 from raysys.config import ClusterConfig, EngineConfig, ModelSpec
-from raysys.data.io import DataError, is_complete, read_manifest, read_stage, write_manifest
 from raysys.data.schema import conform
 from raysys.engines.base import Completion, SamplingParams
 from raysys.distributed.actors import StallError, iter_with_stall_bound
-from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
-                                             finalize_parts, land_part, load_generated,
-                                             request_fingerprint, row_keys, run_id, sort_rows,
-                                             stage_metrics)
+from raysys.distributed.stage_writer import (GenerationSpec, Stage, dedupe_rows, done_keys,
+                                             live_group, load_generated, missing_items,
+                                             request_fingerprint, row_keys, sort_rows)
 from raysys.errors import StageError
-from raysys.pipeline.live_metrics import run_name, stage_progress
 
 __all__ = ["GenerationSpec", "LocalGroup", "dedupe_rows", "done_keys", "load_generated",
            "missing_items", "request_fingerprint", "row_keys", "run_generation", "run_map",
@@ -51,18 +48,6 @@ CPU_RESERVE = 0.5                 # CPUs left free for Ray Data's own tasks on C
 # instead of hanging.
 ACTOR_START_TIMEOUT_S = 900
 
-
-
-def missing_items(keys: list[str], prompts: list[str], items: list[dict[str, Any]], n: int,
-                  done: set[tuple[str, int]]) -> list[dict[str, Any]]:
-    """One work row per input row that still lacks outputs, listing the missing indices."""
-    work = []
-    for key, prompt, item in zip(keys, prompts, items):
-        idxs = [i for i in range(n) if (key, i) not in done]
-        if idxs:
-            work.append({"key": key, "prompt": prompt, "item": json.dumps(item, default=str),
-                         "idxs": idxs})
-    return work
 
 
 def decode_work(work: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,23 +101,6 @@ def udf_batch_size(n_work: int, cluster: ClusterConfig) -> int:
     return max(1, min(cluster.batch_size, math.ceil(n_work / cluster.replicas)))
 
 
-# ------------------------------------------------------------------------------------------
-# Progress
-# ------------------------------------------------------------------------------------------
-
-
-def report_live(progress: Progress, out: Path, t_start: float) -> None:
-    """Publish the stage's progress as live metrics (Ray dashboard / Prometheus, tagged with
-    the stage label and run): rows done of total, output rows and tokens per second since
-    ``t_start`` (``time.perf_counter()``). A no-op without Ray."""
-    elapsed = time.perf_counter() - t_start
-    done = progress.done()
-    per_s = 1.0 / elapsed if elapsed > 0 else 0.0
-    # A map stage counts no tokens: no tokens/s series rather than a flat zero.
-    stage_progress(progress.label, done, progress.total, progress.new_rows * per_s,
-                   progress.new_tokens * per_s if progress.new_tokens else None, run=run_name(out))
-
-
 @contextmanager
 def named_stall(label: str) -> Iterator[None]:
     """Re-raise a group's :class:`StallError` as a ``StageError`` that names the stage."""
@@ -147,28 +115,93 @@ def named_stall(label: str) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------
 
 
-class LocalGroup:
-    """An engine in this process with the group interface ``run_generation`` uses: a stage
-    without Ray (small jobs, tests, a driver that already holds a model)."""
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` inside (as Ray sets them for an actor or worker of
+    ``n`` CPUs), restored after; ``None`` leaves them. In-process work on a shared machine runs
+    several times faster with the threads its CPUs allow than with every core contended."""
+    if n is None:
+        yield
+        return
+    import torch
 
-    def __init__(self, engine: Any) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class LocalGroup:
+    """A role's group in this process, without Ray: an engine (``LocalGroup(engine)``) or a role
+    actor built here (:meth:`of`), with the interface of an ``ActorGroup`` that stages and
+    ``RoleGroups`` use (``generate``, ``map``, ``submit_generate``/``gather``, ``weights``,
+    ``load_weights``, ``retune``, ``ping``). Small jobs, tests, the in-process context."""
+
+    stall_timeout_s = None          # nothing to wait on: calls return when done
+    local = True                    # submit_generate's "refs" are results (streaming lands them)
+
+    def __init__(self, engine: Any, *, threads: int | None = None) -> None:
         self.engine = engine
+        self.threads = threads          # torch threads for its calls (None: as they are)
+        self.actor_cls: type | None = None
+        self.model: ModelSpec | None = None
+        self.args: tuple = ()
+
+    @classmethod
+    def of(cls, actor_cls: type, model: ModelSpec, *args: Any,
+           threads: int | None = None) -> LocalGroup:
+        """One ``actor_cls(model, *args)`` (a ``RoleActor``) built in this process; its calls
+        run with ``threads`` torch threads (a replica's CPUs)."""
+        with torch_threads(threads):
+            group = cls(actor_cls(model, *args), threads=threads)
+        group.actor_cls, group.model, group.args = actor_cls, model, args
+        return group
 
     def __len__(self) -> int:
         return 1
 
     @property
     def weights(self) -> tuple[str, str | None]:
+        own = getattr(self.engine, "_weights", None)      # a RoleActor tracks what it serves
+        if own is not None:
+            return tuple(own)                               # type: ignore[return-value]
         return (self.engine.model_path, getattr(self.engine, "adapter", None))
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        return self.engine.generate(prompts, params)
+        with torch_threads(self.threads):
+            return self.engine.generate(prompts, params)
+
+    def map(self, method: str, items: list[Any], *args: Any) -> list[Any]:
+        """``method`` over ``items`` (one call: one replica)."""
+        with torch_threads(self.threads):
+            return list(getattr(self.engine, method)(items, *args))
+
+    def submit_generate(self, prompts: list[str], params: SamplingParams) -> list[Any]:
+        """Generate now; the "refs" are the finished results (:meth:`gather` reads them)."""
+        return [self.generate(prompts, params)]
+
+    def gather(self, refs: list[Any], what: str = "call") -> list[Any]:
+        return [x for part in refs for x in part]
+
+    def load_weights(self, model_path: str, adapter: str | None = None) -> None:
+        with torch_threads(self.threads):
+            self.engine.load_weights(model_path, adapter)
+
+    def retune(self, args: tuple, tuning: dict[str, Any]) -> None:
+        self.args = args
+        self.engine.retune(tuning)
 
     def ping(self) -> list[dict[str, Any]]:
         import os
         import socket
 
         return [{"node_id": socket.gethostname(), "pid": os.getpid()}]
+
+    def shutdown(self) -> None:
+        """Drop the engine (its model memory goes with the last reference)."""
+        self.engine = None
 
 
 class GenerationUDF:
@@ -196,21 +229,6 @@ class GenerationUDF:
         return table.append_column(ENGINE_S_COLUMN, pa.array([engine_s] * table.num_rows, pa.float64()))
 
 
-def _open_stage(out: Path, items: list[dict[str, Any]], keys: list[str], request: dict[str, Any],
-                spec: GenerationSpec, what: str) -> pa.Table | dict[str, Any]:
-    """Check the input, claim ``out`` for ``request``: the manifest of a sealed stage, else the
-    rows already written (deduplicated) to resume from."""
-    if not items:
-        raise DataError(f"{out}: empty input (no rows to {what})")
-    if len(set(keys)) != len(keys):
-        raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
-    claim(out, request)
-    if is_complete(out):
-        log.info("stage %s is complete; skipping", out)
-        return read_manifest(out) or {}
-    return dedupe_rows(read_stage(out, spec.kind), spec)
-
-
 def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: list[str],
                    spec: GenerationSpec, params: SamplingParams, out_dir: str | Path,
                    request: dict[str, Any], cluster: ClusterConfig,
@@ -227,12 +245,10 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
     adds stage metrics (e.g. per-problem accuracy) to the manifest. Returns the manifest.
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    existing = _open_stage(out, items, keys, request, spec, "generate for")
-    if isinstance(existing, dict):
-        return existing                 # sealed: the manifest
-    work = missing_items(keys, prompts, items, params.n, done_keys(existing, spec))
-    progress = Progress(spec, params.n, len(keys), existing, label)
+    stage = Stage.open(out_dir, items, keys, spec, params.n, request, label, on_part=on_part)
+    if stage.sealed:
+        return stage.seal(keys, 0.0, 0)           # the manifest
+    work = stage.missing(keys, prompts, items)
     t_prepare = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -241,14 +257,14 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
         missing = sum(len(w["idxs"]) for w in work)
         if group is not None:
             with named_stall(label):       # starting the group loads its models
-                live = group() if callable(group) and not hasattr(group, "generate") else group
+                live = live_group(group)
             if model is not None and live.weights != (model.path, model.adapter):
-                raise StageError(f"{out}: the sampler pool serves {live.weights}, not the requested "
-                                 f"model {(model.path, model.adapter)}")
+                raise StageError(f"{stage.out}: the sampler pool serves {live.weights}, not the "
+                                 f"requested model {(model.path, model.adapter)}")
             replicas = len(live)
             log.info("%s: %d rows (%d outputs missing) on %d replica(s)", label, len(work), missing,
                      replicas)
-            _run_group(live, work, out, progress, on_part, spec=spec, params=params, cluster=cluster)
+            _run_group(live, work, stage, params=params, cluster=cluster)
         else:
             if model is None or engine is None:
                 raise ValueError("run_generation: pass a group, or a model and an engine config")
@@ -258,25 +274,15 @@ def run_generation(items: list[dict[str, Any]], *, keys: list[str], prompts: lis
             log.info("%s: %d rows (%d outputs missing) with %d replica(s)", label, len(work), missing,
                      replicas)
             with named_stall(label):
-                _run_pipeline(work, out, progress, on_part, model=model, engine=engine,
-                              params=params, cluster=cluster, spec=spec)
+                _run_pipeline(work, stage, model=model, engine=engine, params=params,
+                              cluster=cluster)
     t_generate = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    table = finalize_parts(out, spec, keys, params.n)
-    metrics = {**(summarize(table) if summarize else {}),
-               **stage_metrics(table, progress, t_generate, replicas)}
-    metrics["wall_s"] = {"prepare": round(t_prepare, 3), "generate": round(t_generate, 3),
-                         "finalize": round(time.perf_counter() - t2, 3)}
-    manifest = write_manifest(out, spec.kind, extra={"metrics": metrics,
-                                                     "request": request_fingerprint(request)})
-    log.info("%s; wrote %d rows to %s", progress.line(), manifest["rows"], out)
-    return manifest
+    return stage.seal(keys, t_generate, replicas, summarize=summarize,
+                      timings={"prepare": round(t_prepare, 3), "generate": round(t_generate, 3)})
 
 
-def _run_pipeline(work: list[dict[str, Any]], out: Path, progress: Progress,
-                  on_part: Callable[[Path], None] | None, *, model: ModelSpec, engine: EngineConfig,
-                  params: SamplingParams, cluster: ClusterConfig, spec: GenerationSpec) -> None:
+def _run_pipeline(work: list[dict[str, Any]], stage: Stage, *, model: ModelSpec,
+                  engine: EngineConfig, params: SamplingParams, cluster: ClusterConfig) -> None:
     """Stream work through Ray Data engine actors and write each result batch as one part."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
@@ -287,50 +293,43 @@ def _run_pipeline(work: list[dict[str, Any]], out: Path, progress: Progress,
     blocks = [table.slice(s, batch) for s in range(0, table.num_rows, batch)]
     ds = ray.data.from_arrow(blocks).map_batches(
         GenerationUDF,
-        fn_constructor_kwargs={"model": model, "engine": engine, "params": params, "spec": spec},
+        fn_constructor_kwargs={"model": model, "engine": engine, "params": params, "spec": stage.spec},
         compute=ActorPoolStrategy(size=cluster.replicas),
         num_gpus=cluster.gpus_per_replica or None,
         num_cpus=udf_num_cpus(cluster, ray.cluster_resources().get("CPU", 1.0)),
         batch_size=batch,
         batch_format="pyarrow",
     )
-    rid, t_start = run_id(), time.perf_counter()
-    report_live(progress, out, t_start)
+    stage.begin()
     # Ray Data's iterator has no timeout of its own: a hung engine actor would block here forever.
     batches = iter_with_stall_bound(ds.iter_batches(batch_size=None, batch_format="pyarrow"),
                                     cluster.stall_timeout_s, "Ray Data engine actors")
-    for i, result in enumerate(batches):
+    for result in batches:
         if result.num_rows == 0:
             continue
-        progress.nodes.update(result.column(NODE_COLUMN).to_pylist())
+        stage.progress.nodes.update(result.column(NODE_COLUMN).to_pylist())
         # A result batch may concatenate several UDF batches: count each batch's time once.
-        progress.engine_s += sum(set(result.column(ENGINE_S_COLUMN).to_pylist()))
-        land_part(out, f"{rid}-{i:05d}", result.drop_columns([NODE_COLUMN, ENGINE_S_COLUMN]),
-                   progress, spec.kind, on_part)
-        report_live(progress, out, t_start)
+        stage.progress.engine_s += sum(set(result.column(ENGINE_S_COLUMN).to_pylist()))
+        stage.write(result.drop_columns([NODE_COLUMN, ENGINE_S_COLUMN]))
 
 
-def _run_group(group: Any, work: list[dict[str, Any]], out: Path, progress: Progress,
-               on_part: Callable[[Path], None] | None, *, spec: GenerationSpec,
-               params: SamplingParams, cluster: ClusterConfig) -> None:
+def _run_group(group: Any, work: list[dict[str, Any]], stage: Stage, *, params: SamplingParams,
+               cluster: ClusterConfig) -> None:
     """Generate ``work`` with a long-lived group: each chunk (one engine batch per replica) is
     split over the replicas and written as one part when it is back. A group that returns
     nothing for ``stall_timeout_s`` fails the stage with a ``StageError`` naming it."""
-    with named_stall(progress.label):
-        progress.nodes.update(p["node_id"] for p in group.ping())
+    with named_stall(stage.label):
+        stage.progress.nodes.update(p["node_id"] for p in group.ping())
         chunk = udf_batch_size(len(work), replace(cluster, replicas=len(group))) * len(group)
-        rid, t_start = run_id(), time.perf_counter()
-        report_live(progress, out, t_start)
-        for i, start in enumerate(range(0, len(work), chunk)):
+        stage.begin()
+        for start in range(0, len(work), chunk):
             part_work = work[start:start + chunk]
             t0 = time.perf_counter()
             completions = generate_work(group.generate, part_work, params)
             # The driver's wait, not summed replica time as on the Ray Data path: replicas run
             # at once.
-            progress.engine_s += time.perf_counter() - t0
-            land_part(out, f"{rid}-{i:05d}", build_output(spec, part_work, completions),
-                      progress, spec.kind, on_part)
-            report_live(progress, out, t_start)
+            stage.progress.engine_s += time.perf_counter() - t0
+            stage.write(build_output(stage.spec, part_work, completions))
 
 
 def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpec, method: str,
@@ -343,33 +342,23 @@ def run_map(items: list[dict[str, Any]], *, keys: list[str], spec: GenerationSpe
     ``group`` is an actor group or a zero-argument callable returning one (called only when
     there is work)."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    existing = _open_stage(out, items, keys, request, spec, "map")
-    if isinstance(existing, dict):
-        return existing                 # sealed: the manifest
-    done = done_keys(existing, spec)
+    stage = Stage.open(out_dir, items, keys, spec, 1, request, label, what="map")
+    if stage.sealed:
+        return stage.seal(keys, 0.0, 0)           # the manifest
+    done = stage.done()
     todo = [(k, it) for k, it in zip(keys, items) if (k, 0) not in done]
-    progress = Progress(spec, 1, len(keys), existing, label)
+    replicas = 0
     if todo:
         with named_stall(label):
-            live = group() if callable(group) and not hasattr(group, "map") else group
-            progress.nodes.update(p["node_id"] for p in live.ping())
-            rid, t_start = run_id(), time.perf_counter()
-            report_live(progress, out, t_start)
+            live = live_group(group)
+            replicas = len(live)
+            stage.progress.nodes.update(p["node_id"] for p in live.ping())
+            stage.begin()
             step = max(1, chunk_rows) * len(live)
-            for i, start in enumerate(range(0, len(todo), step)):
+            for start in range(0, len(todo), step):
                 chunk = todo[start:start + step]
                 t1 = time.perf_counter()
                 rows = live.map(method, [it for _, it in chunk])
-                progress.engine_s += time.perf_counter() - t1
-                land_part(out, f"{rid}-{i:05d}", conform(rows, spec.kind), progress, spec.kind,
-                          None)
-                report_live(progress, out, t_start)
-    t_work = time.perf_counter() - t0
-    table = finalize_parts(out, spec, keys, 1)
-    metrics = {**(summarize(table) if summarize else {}),
-               **stage_metrics(table, progress, t_work, len(live) if todo else 0)}
-    manifest = write_manifest(out, spec.kind, extra={"metrics": metrics,
-                                                     "request": request_fingerprint(request)})
-    log.info("%s; wrote %d rows to %s", progress.line(), manifest["rows"], out)
-    return manifest
+                stage.progress.engine_s += time.perf_counter() - t1
+                stage.write(conform(rows, spec.kind))
+    return stage.seal(keys, time.perf_counter() - t0, replicas, summarize=summarize)

@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from raysys.grading.metrics import majority_vote, pass_at_k
+from raysys.pipeline.report import pct
 
 
 def default_k_list(n: int) -> list[int]:
@@ -83,11 +84,6 @@ def summarize_samples(samples: pa.Table, k_list: list[int] | tuple[int, ...] = (
         out[f"pass@{k}"] = sum(pass_at_k(len(rows), sum(bool(r["correct"]) for r in rows), k)
                                for rows in graded.values()) / m
     return out
-
-
-def pct(v: float | None) -> str:
-    """A share as a percentage with one decimal (``0.5 -> "50.0%"``), ``n/a`` for None."""
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:

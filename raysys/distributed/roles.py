@@ -1,6 +1,9 @@
 """The role groups a recipe uses (``config.ROLES``: sampler, critic, decoder, explorer), placed by
 ``cluster.placement``.
 
+:data:`ROLE_ACTORS` is the one table of which actor class serves a role (:func:`role_actor`);
+recipes ask for a role by name (``StepContext.group``), never for a class.
+
 ``RoleGroups.get(role, actor_cls, model, *args)`` returns the live :class:`ActorGroup` of that
 role, started on first use (so a resumed run whose stages are complete starts nothing). When the
 role's group already runs the same actor class with the same arguments (engine config) and a
@@ -32,6 +35,25 @@ from raysys.distributed.actors import ActorGroup
 log = logging.getLogger(__name__)
 
 RELEASE_WAIT_S = 3.0    # how long _make_room waits for a finished stage to release its resources
+
+# Role -> the actor class serving it ("module:Class", imported when the role is first used:
+# the explorer lives with its method library). Text roles hold one engine (generate, rerank).
+ROLE_ACTORS: dict[str, str] = {
+    "sampler": "raysys.distributed.actors:SamplerActor",
+    "critic": "raysys.distributed.actors:SamplerActor",
+    "decoder": "raysys.distributed.actors:SamplerActor",     # guided decoding, verifier scores
+    "explorer": "raysys.llm2.workers:ExplorerActor",          # LLM2's token exploration
+}
+
+
+def role_actor(role: str) -> type:
+    """The actor class of ``role`` (:data:`ROLE_ACTORS`)."""
+    import importlib
+
+    if role not in ROLE_ACTORS:
+        raise ValueError(f"role {role!r}: no actor class (known roles: {', '.join(ROLE_ACTORS)})")
+    module, _, name = ROLE_ACTORS[role].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def missing_resources(need: Mapping[str, float], free: Mapping[str, float]) -> dict[str, float]:
@@ -114,10 +136,14 @@ def colocated_bundles(cluster: ClusterConfig, roles: list[str]) -> list[dict[str
 
 
 class RoleGroups:
-    """Live actor groups by role, placed by the cluster's policy; a context manager."""
+    """Live actor groups by role, placed by the cluster's policy; a context manager.
 
-    def __init__(self, cluster: ClusterConfig) -> None:
+    ``in_process``: every role is a :class:`~raysys.distributed.generation.LocalGroup` in this
+    process (no Ray, no placement); under ``alternate`` one lives at a time, as on Ray."""
+
+    def __init__(self, cluster: ClusterConfig, *, in_process: bool = False) -> None:
         self.cluster = cluster
+        self.in_process = in_process
         self._live: dict[str, ActorGroup] = {}
         self._shared_pg: Any = None
         self._warned_short = False
@@ -144,6 +170,15 @@ class RoleGroups:
                     group.load_weights(model.path, model.adapter)
                 return group
             self.stop(role)
+        if self.in_process:
+            from raysys.distributed.generation import LocalGroup
+
+            if self.cluster.placement == "alternate":
+                self.stop()
+            # a replica's CPUs as its torch threads, as Ray gives an actor
+            threads = max(1, int(self.cluster.role(role).cpus_per_replica))
+            self._live[role] = LocalGroup.of(actor_cls, model, *args, threads=threads)
+            return self._live[role]
         res = self.cluster.role(role)
         if self.cluster.placement == "alternate":
             self.stop()
@@ -182,7 +217,7 @@ class RoleGroups:
             group = self._live.pop(r, None)
             if group is not None:
                 group.shutdown()
-        if role is None and self._shared_pg is not None:
+        if role is None and self._shared_pg is not None and not self.in_process:
             import ray
 
             ray.util.remove_placement_group(self._shared_pg)
@@ -210,7 +245,7 @@ class RoleGroups:
     def _make_room(self, bundles: Sequence[Mapping[str, float]], what: str, strategy: str) -> None:
         """Stop every live group when ``bundles`` (placed by ``strategy``) do not fit on the
         nodes' free resources beside them (one warning per run)."""
-        if not self._live:
+        if not self._live or self.in_process:
             return
         import time
 

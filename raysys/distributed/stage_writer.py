@@ -5,6 +5,11 @@ the same dir is a ``StageError``), parquet parts named per invocation (a resumed
 overwrites an earlier part), and ``_MANIFEST.json`` written last. Output rows map back to their
 ``(input key, index)`` through the :class:`GenerationSpec`, so resume generates only what is
 missing and finalising checks every expected row is there (duplicates compacted away).
+
+:class:`Stage` is that contract as one object (claim -> missing work -> write part -> seal),
+used by batch generation (``generation.run_generation``), row mapping (``generation.run_map``)
+and streaming (``streaming.StageStream``) alike; :func:`live_group` is the one place a role
+group given as "a group, or a callable that starts one" is resolved.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raysys.data.io import atomic_write_json, read_stage, write_part
+from raysys.data.io import (DataError, atomic_write_json, is_complete, read_manifest, read_stage,
+                            write_manifest, write_part)
 from raysys.engines.base import Completion
 from raysys.errors import StageError
 
@@ -86,6 +92,18 @@ def sort_rows(table: pa.Table, spec: GenerationSpec, order: list[str] | None = N
     return table.take(pa.array(sorted(range(len(keys)), key=ranked.__getitem__), pa.int64()))
 
 
+def missing_items(keys: list[str], prompts: list[str], items: list[dict[str, Any]], n: int,
+                  done: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """One work row per input row that still lacks outputs, listing the missing indices."""
+    work = []
+    for key, prompt, item in zip(keys, prompts, items):
+        idxs = [i for i in range(n) if (key, i) not in done]
+        if idxs:
+            work.append({"key": key, "prompt": prompt, "item": json.dumps(item, default=str),
+                         "idxs": idxs})
+    return work
+
+
 def request_fingerprint(request: dict[str, Any]) -> str:
     """Stable hash of what a stage was asked to produce (to refuse mixing two requests)."""
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -94,14 +112,15 @@ def request_fingerprint(request: dict[str, Any]) -> str:
 class Progress:
     """Running totals the driver logs as parts land (accuracy where rows are graded)."""
 
-    def __init__(self, spec: GenerationSpec, n: int, total: int, existing: pa.Table,
+    def __init__(self, spec: GenerationSpec, n: int, total: int, existing: pa.Table | None,
                  label: str = "generation") -> None:
         self.spec, self.n, self.total, self.label = spec, n, total, label
         self.counts: dict[str, int] = {}
         self.correct = self.graded = self.new_rows = self.new_tokens = 0
         self.engine_s = 0.0
         self.nodes: set[str] = set()
-        self._add(existing)
+        if existing is not None:
+            self._add(existing)
         # rate and ETA count this invocation's rows only (a resumed stage starts part done)
         self.t0 = time.monotonic()
         self.start_done = self.done()
@@ -204,3 +223,122 @@ def finalize_parts(out: Path, spec: GenerationSpec, keys: list[str], n: int) -> 
 def load_generated(out_dir: str | Path, spec: GenerationSpec) -> pa.Table:
     """Read a generation stage: deduplicated on its key columns, sorted."""
     return sort_rows(dedupe_rows(read_stage(out_dir, spec.kind), spec), spec)
+
+
+def live_group(group: Any) -> Any:
+    """A role group given as the group itself (it has ``generate`` or ``map``) or as a
+    zero-argument callable that starts it (a lazy handle: called only when there is work)."""
+    if hasattr(group, "generate") or hasattr(group, "map"):
+        return group
+    return group()
+
+
+class Stage:
+    """One stage dir being written: ``claim`` its request (a different request on the dir is a
+    ``StageError``), the :meth:`missing` work of a resumed stage, each result batch
+    :meth:`write` -n as a part, and :meth:`seal` (every expected row present, manifest last).
+
+    ``n`` outputs per input key; ``label`` names the stage in progress lines and live metrics;
+    ``on_part(path)`` runs after each part is written."""
+
+    def __init__(self, out_dir: str | Path, spec: GenerationSpec, n: int, request: dict[str, Any],
+                 label: str, *, on_part: Callable[[Path], None] | None = None) -> None:
+        self.out, self.spec, self.n, self.label = Path(out_dir), spec, n, label
+        self.request, self.on_part = request, on_part
+        claim(self.out, request)
+        self.sealed = is_complete(self.out)
+        # rows already written (a resumed stage; a sealed one only when asked: rows_of)
+        self._existing: pa.Table | None = None
+        self.progress = Progress(spec, n, 0, None if self.sealed else self.existing, label)
+        self._run_id, self._parts = run_id(), 0
+        self._t0 = time.perf_counter()
+
+    @classmethod
+    def open(cls, out_dir: str | Path, items: list[dict[str, Any]], keys: list[str],
+             spec: GenerationSpec, n: int, request: dict[str, Any], label: str,
+             what: str = "generate for", **kwargs: Any) -> Stage:
+        """Check the input rows (non-empty, unique keys: duplicates would merge outputs), then
+        claim the stage for them."""
+        out = Path(out_dir)
+        if not items:
+            raise DataError(f"{out}: empty input (no rows to {what})")
+        if len(set(keys)) != len(keys):
+            raise DataError(f"{out}: input keys must be unique (duplicates would merge outputs)")
+        stage = cls(out, spec, n, request, label, **kwargs)
+        stage.progress.total = len(keys)
+        if stage.sealed:
+            log.info("stage %s is complete; skipping", out)
+        return stage
+
+    @property
+    def existing(self) -> pa.Table:
+        """The rows on disk (deduplicated), read once."""
+        if self._existing is None:
+            self._existing = dedupe_rows(read_stage(self.out, self.spec.kind), self.spec)
+        return self._existing
+
+    def done(self) -> set[tuple[str, int]]:
+        """The ``(key, index)`` pairs on disk when the stage was opened."""
+        return done_keys(self.existing, self.spec)
+
+    def missing(self, keys: list[str], prompts: list[str],
+                items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Work rows for the input rows that still lack outputs (none when sealed)."""
+        if self.sealed:
+            return []
+        return missing_items(keys, prompts, items, self.n, self.done())
+
+    def rows_of(self, keys: list[str]) -> list[dict[str, Any]]:
+        """Rows already on disk for input ``keys`` (a resumed or sealed stage)."""
+        wanted = set(keys)
+        return [r for r, (k, _) in zip(self.existing.to_pylist(), row_keys(self.existing, self.spec))
+                if k in wanted]
+
+    def begin(self) -> None:
+        """Start the clock of this invocation's rates; publish progress (live metrics)."""
+        self._t_live = time.perf_counter()
+        report_live(self.progress, self.out, self._t_live)
+
+    def write(self, table: pa.Table) -> None:
+        """One result batch as this invocation's next part; counts it, logs and publishes
+        progress, calls ``on_part``."""
+        land_part(self.out, f"{self._run_id}-{self._parts:05d}", table, self.progress,
+                  self.spec.kind, self.on_part)
+        self._parts += 1
+        report_live(self.progress, self.out, getattr(self, "_t_live", self._t0))
+
+    def seal(self, keys: list[str], seconds: float, replicas: int, *,
+             summarize: Callable[[pa.Table], dict[str, Any]] | None = None,
+             extra: dict[str, Any] | None = None,
+             timings: dict[str, float] | None = None) -> dict[str, Any]:
+        """Check every ``(key, index)`` of ``keys`` is there, write the manifest (its metrics:
+        ``summarize(table)``, throughput over ``seconds`` of work on ``replicas``, ``extra``,
+        and ``timings`` with this finalisation's seconds as ``wall_s``). A sealed stage
+        returns its manifest untouched."""
+        if self.sealed:
+            return read_manifest(self.out) or {}
+        t0 = time.perf_counter()
+        table = finalize_parts(self.out, self.spec, keys, self.n)
+        metrics = {**(summarize(table) if summarize else {}),
+                   **stage_metrics(table, self.progress, seconds, replicas), **(extra or {})}
+        if timings is not None:
+            metrics["wall_s"] = {**timings, "finalize": round(time.perf_counter() - t0, 3)}
+        manifest = write_manifest(self.out, self.spec.kind, extra={
+            "metrics": metrics, "request": request_fingerprint(self.request)})
+        self.sealed = True
+        log.info("%s; wrote %d rows to %s", self.progress.line(), manifest["rows"], self.out)
+        return manifest
+
+
+def report_live(progress: Progress, out: Path, t_start: float) -> None:
+    """Publish the stage's progress as live metrics (Ray dashboard / Prometheus, tagged with
+    the stage label and run): rows done of total, output rows and tokens per second since
+    ``t_start`` (``time.perf_counter()``). A no-op without Ray."""
+    from raysys.pipeline.live_metrics import run_name, stage_progress
+
+    elapsed = time.perf_counter() - t_start
+    done = progress.done()
+    per_s = 1.0 / elapsed if elapsed > 0 else 0.0
+    # A map stage counts no tokens: no tokens/s series rather than a flat zero.
+    stage_progress(progress.label, done, progress.total, progress.new_rows * per_s,
+                   progress.new_tokens * per_s if progress.new_tokens else None, run=run_name(out))

@@ -20,11 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from raysys.data.io import is_complete, read_manifest, read_stage, write_manifest
-from raysys.distributed.generation import build_output, missing_items, named_stall
-from raysys.distributed.stage_writer import (GenerationSpec, Progress, claim, dedupe_rows, done_keys,
-                                             finalize_parts, land_part, request_fingerprint,
-                                             row_keys, run_id, stage_metrics)
+from raysys.distributed.generation import build_output, named_stall
+from raysys.distributed.stage_writer import GenerationSpec, Stage, live_group
 from raysys.engines.base import SamplingParams
 from raysys.errors import StageError
 
@@ -40,33 +37,22 @@ class Chunk:
     calls: list[tuple[list[int], list[Any]]] = field(default_factory=list)
     tag: Any = None
     timeout_s: float = 1800.0    # the group's stall bound (cluster.stall_timeout_s)
+    local: bool = False          # generated in this process: the "refs" are the results
 
     @property
     def refs(self) -> list[Any]:
         return [r for _, refs in self.calls for r in refs]
 
 
-class StageStream:
+class StageStream(Stage):
     """One stage fed in chunks; see the module docstring. ``close`` seals it."""
 
     def __init__(self, out_dir: str | Path, spec: GenerationSpec, params: SamplingParams,
                  request: dict[str, Any], label: str) -> None:
-        self.out, self.spec, self.params, self.label = Path(out_dir), spec, params, label
-        self.request = request
-        claim(self.out, request)
-        self.sealed = is_complete(self.out)
-        self.existing = dedupe_rows(read_stage(self.out, spec.kind), spec)
-        self.done = done_keys(self.existing, spec)
+        super().__init__(out_dir, spec, params.n, request, label)
+        self.params = params
         self.keys: list[str] = []
-        self.progress = Progress(spec, params.n, 0, self.existing, label)
-        self._run_id, self._parts, self._t0 = run_id(), 0, time.perf_counter()
         self.replicas = 0
-
-    def rows_of(self, keys: list[str]) -> list[dict[str, Any]]:
-        """Rows already on disk for input ``keys`` (a resumed or sealed stage)."""
-        wanted = set(keys)
-        return [r for r, (k, _) in zip(self.existing.to_pylist(), row_keys(self.existing, self.spec))
-                if k in wanted]
 
     def submit(self, group: Any, items: list[dict[str, Any]], keys: list[str],
                prompts: list[str], tag: Any = None) -> Chunk | None:
@@ -74,15 +60,14 @@ class StageStream:
         waiting); None when nothing is missing (their rows: :meth:`rows_of`)."""
         self.keys += keys
         self.progress.total = len(self.keys)
-        if self.sealed:
-            return None
-        work = missing_items(keys, prompts, items, self.params.n, self.done)
+        work = self.missing(keys, prompts, items)
         if not work:
             return None
-        live = group() if callable(group) and not hasattr(group, "generate") else group
+        live = live_group(group)
         self.replicas = max(self.replicas, len(live))
         chunk = Chunk(self, work, tag=tag,
-                      timeout_s=getattr(live, "stall_timeout_s", None) or 1800.0)
+                      timeout_s=getattr(live, "stall_timeout_s", None) or 1800.0,
+                      local=getattr(live, "local", False))
         by_count: dict[int, list[int]] = {}
         for i, w in enumerate(work):
             by_count.setdefault(len(w["idxs"]), []).append(i)
@@ -98,38 +83,39 @@ class StageStream:
 
         completions: list[Any] = [[] for _ in chunk.work]
         for members, refs in chunk.calls:
-            with named_stall(self.label):
-                parts = wait_results(refs, chunk.timeout_s, "generate")
+            if chunk.local:
+                parts = refs
+            else:
+                with named_stall(self.label):
+                    parts = wait_results(refs, chunk.timeout_s, "generate")
             out = [c for part in parts for c in part]
             for i, comps in zip(members, out, strict=True):
                 completions[i] = comps
         table = build_output(self.spec, chunk.work, completions)
-        land_part(self.out, f"{self._run_id}-{self._parts:05d}", table, self.progress,
-                  self.spec.kind, None)
-        self._parts += 1
+        self.write(table)
         return table.to_pylist()
 
     def close(self, summarize: Callable[[pa.Table], dict[str, Any]] | None = None) -> dict[str, Any]:
         """Check every row of every key submitted is there; write the manifest (once)."""
-        if self.sealed:
-            return read_manifest(self.out) or {}
-        t = time.perf_counter() - self._t0
-        table = finalize_parts(self.out, self.spec, self.keys, self.params.n)
-        metrics = {**(summarize(table) if summarize else {}),
-                   **stage_metrics(table, self.progress, t, self.replicas), "streamed": True}
-        return write_manifest(self.out, self.spec.kind,
-                              extra={"metrics": metrics, "request": request_fingerprint(self.request)})
+        return self.seal(self.keys, time.perf_counter() - self._t0, self.replicas,
+                         summarize=summarize, extra={"streamed": True})
 
 
 def run_streams(first: list[Chunk | None], on_landed: Callable[[Chunk, list[dict]], list[Chunk | None]]
                 ) -> None:
     """Wait on every chunk in flight; as each lands, ``on_landed(chunk, rows)`` may return the
     downstream chunks it submitted (None entries are chunks with nothing to generate, already
-    handled by the callback). Returns when nothing is in flight."""
-    import ray
-
+    handled by the callback). Returns when nothing is in flight. Chunks of local groups
+    (generated when submitted) land first, in submission order, without Ray."""
     inflight = [c for c in first if c is not None]
     while inflight:
+        done = next((c for c in inflight if c.local), None)
+        if done is not None:         # generated in this process already: land in order
+            inflight = [c for c in inflight if c is not done]
+            inflight += [c for c in on_landed(done, done.stream.land(done)) if c is not None]
+            continue
+        import ray
+
         owner = {r.binary(): c for c in inflight for r in c.refs}
         timeout = min(c.timeout_s for c in inflight)
         ready, _ = ray.wait([r for c in inflight for r in c.refs], num_returns=1, timeout=timeout)

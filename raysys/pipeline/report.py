@@ -99,6 +99,11 @@ def phase_timings(state: dict[str, Any]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def pct(v: float | None) -> str:
+    """A share as a percentage with one decimal (``0.5 -> "50.0%"``), ``n/a`` for None."""
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
 def accuracy_table(evals: list[dict[str, Any]]) -> str:
     """Markdown table from rows ``{model, correct, n, [maj_k, maj_acc]}`` with Wilson 95% CIs."""
     from raysys.grading.metrics import wilson_interval

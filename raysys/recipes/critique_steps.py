@@ -85,8 +85,6 @@ def critique(cfg: CritiqueConfig, ctx: StepContext, name: str, solutions: list[d
              round_: int | None = None) -> list[dict[str, Any]]:
     """One greedy critique per solution row (problem_id, sample_idx, completion) by the critic
     role's group."""
-    from raysys.distributed.actors import SamplerActor
-
     if not solutions:
         return []
     keys = [solution_key(s["problem_id"], s["sample_idx"]) for s in solutions]
@@ -97,7 +95,7 @@ def critique(cfg: CritiqueConfig, ctx: StepContext, name: str, solutions: list[d
     table = steps.generate(ctx, name, items, keys=keys, prompts=prompts, spec=critique_spec(round_),
                            model=critic, sampling=replace(cfg.greedy, max_new_tokens=cfg.critique_tokens),
                            default_stop=tuple(default_stop(stop)), iteration=iteration,
-                           group=lambda: ctx.groups.get("critic", SamplerActor, critic, ctx.engine))
+                           group=ctx.group("critic", critic))
     return table.to_pylist()
 
 
@@ -274,14 +272,9 @@ def streamed_iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, train: pa.
     Writes the same three stages as the barrier path; returns (samples, critiques, refinements)."""
     from dataclasses import asdict
 
-    from raysys.distributed.actors import SamplerActor
-    from raysys.distributed.sampling import load_samples, samples_spec
-    from raysys.distributed.streaming import StageStream, run_streams
-
     lp = cfg.loop
     problems = {p["id"]: p for p in train.to_pylist()}
-    actor_group = lambda: ctx.groups.get("sampler", SamplerActor, actor, ctx.engine)  # noqa: E731
-    critic_group = lambda: ctx.groups.get("critic", SamplerActor, critic, ctx.engine)  # noqa: E731
+    actor_group, critic_group = ctx.group("sampler", actor), ctx.group("critic", critic)
     s_params = replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
                        seed=cfg.seed + t).params(default_stop("zero_shot"))
     c_stop = "critique_short" if cfg.prompt_variant == "short" else "critique"
@@ -290,13 +283,12 @@ def streamed_iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, train: pa.
     r_params = replace(cfg.greedy, n=lp.sample_num, temperature=lp.temperature,
                        seed=cfg.seed + t).params(default_stop(r_stop))
     base = {"iteration": t, "actor": asdict(actor), "critic": asdict(critic), "streamed": True}
-    rd = ctx.rd
-    S = StageStream(rd.stage_dir("critique_samples", t), samples_spec(ctx.grade_style, "critique_samples", t),
-                    s_params, {**base, "stage": "samples"}, "samples")
-    C = StageStream(rd.stage_dir("critiques", t), critique_spec(None), c_params,
-                    {**base, "stage": "critiques"}, "critiques")
-    R = StageStream(rd.stage_dir("refinements", t), refine_spec(ctx.grade_style, None), r_params,
-                    {**base, "stage": "refinements"}, "refinements")
+    S = steps.stream(ctx, "critique_samples", steps.samples_spec(ctx, "critique_samples", t),
+                     s_params, {**base, "stage": "samples"}, iteration=t)
+    C = steps.stream(ctx, "critiques", critique_spec(None), c_params,
+                     {**base, "stage": "critiques"}, iteration=t)
+    R = steps.stream(ctx, "refinements", refine_spec(ctx.grade_style, None), r_params,
+                     {**base, "stage": "refinements"}, iteration=t)
 
     def critique_chunk(samples: list[dict]) -> list:
         wrong = [s for s in samples if not s["correct"]]
@@ -340,19 +332,7 @@ def streamed_iteration(cfg: CritiqueConfig, ctx: StepContext, t: int, train: pa.
             items = [{"gold_answer": problems[p]["gold_answer"]} for p in part]
             chunk = S.submit(actor_group, items, part, prompts)
             first += [chunk] if chunk else critique_chunk(S.rows_of(part))
-        run_streams(first, on_landed)
-    from raysys.distributed.metrics import summarize_samples
-    S.close(lambda tb: summarize_samples(tb, []))
-    C.close()
-    R.close()
-    for name, kind in (("critique_samples", "samples"), ("critiques", "critiques"),
-                       ("refinements", "critiques")):
-        rd.stage(name, iteration=t, kind=kind, phase="sampling", fn=lambda out: None)
-    return (load_samples(rd.stage_dir("critique_samples", t)),
-            read_rows(rd.stage_dir("critiques", t), C.spec),
-            read_rows(rd.stage_dir("refinements", t), R.spec))
-
-
-def read_rows(stage_dir: Any, spec: Any) -> list[dict]:
-    from raysys.distributed.stage_writer import load_generated
-    return load_generated(stage_dir, spec).to_pylist()
+        steps.run_streams(first, on_landed)
+    return (steps.close_stream(ctx, S, "critique_samples", iteration=t),
+            steps.close_stream(ctx, C, "critiques", iteration=t).to_pylist(),
+            steps.close_stream(ctx, R, "refinements", iteration=t).to_pylist())

@@ -75,23 +75,15 @@ def _explored_pairs(cfg: LLM2Config, ctx: StepContext, explore: pa.Table,
                     llm: ModelSpec) -> list[dict]:
     from dataclasses import asdict
 
-    from raysys.distributed.generation import GenerationSpec, load_generated, run_map
-    from raysys.llm2.workers import ExplorerActor
-
-    spec = GenerationSpec("token_pairs", _no_rows, key=_pairs_key)
     rows = explore.to_pylist()
     expert = cfg.models.expert
-
-    def fn(out: Path) -> None:
-        run_map(rows, keys=[r["id"] for r in rows], spec=spec, method="explore",
-                group=lambda: ctx.groups.get("explorer", ExplorerActor, llm, expert, cfg.explore,
-                                             cfg.template),
-                out_dir=out, cluster=ctx.cluster, label="token_pairs", chunk_rows=32,
-                request={"llm": asdict(llm), "expert": expert and asdict(expert),
-                         "explore": asdict(cfg.explore), "template": cfg.template},
-                summarize=_pairs_summary)
-    res = ctx.rd.stage("token_pairs", kind="token_pairs", phase="sampling", fn=fn)
-    return load_generated(res.path, spec).to_pylist()
+    return steps.map_rows(ctx, "token_pairs", rows, keys=[r["id"] for r in rows],
+                          spec=steps.GenerationSpec("token_pairs", _no_rows, key=_pairs_key),
+                          method="explore", chunk_rows=32, summarize=_pairs_summary,
+                          group=ctx.group("explorer", llm, expert, cfg.explore, cfg.template),
+                          request={"llm": asdict(llm), "expert": expert and asdict(expert),
+                                   "explore": asdict(cfg.explore), "template": cfg.template}
+                          ).to_pylist()
 
 
 def _imported_pairs(cfg: LLM2Config, ctx: StepContext, llm: ModelSpec) -> list[dict]:
@@ -138,8 +130,6 @@ def _guided(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec, v
 def _best_of_k(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec,
                verifier: str) -> EvalRow:
     """Best of the plain maj@k samples by the verifier's mean token score."""
-    from raysys.distributed.actors import SamplerActor
-
     k = cfg.decode.maj_k
     many = steps.sample(ctx, f"eval_plain_maj{k}", test, llm, cfg.template,
                         sampling=replace(cfg.greedy, n=k, temperature=cfg.decode.temperature,
@@ -148,8 +138,8 @@ def _best_of_k(cfg: LLM2Config, ctx: StepContext, test: pa.Table, llm: ModelSpec
     for r in many.to_pylist():
         by_q.setdefault(r["problem_id"], []).append(r)
     items = [(rs[0]["prompt"], [r["completion"] for r in rs]) for rs in by_q.values()]
-    group = ctx.groups.get("decoder", SamplerActor, llm, _guided_engine(cfg, verifier, cfg.decode.beta))
-    scores = group.map("rerank", items)
+    scores = ctx.group("decoder", llm, _guided_engine(cfg, verifier, cfg.decode.beta))().map(
+        "rerank", items)
     outcomes = {pid: bool(rs[max(range(len(rs)), key=sc.__getitem__)]["correct"])
                 for (pid, rs), sc in zip(by_q.items(), scores)}
     return EvalRow(f"best_of_{k}", sum(outcomes.values()), len(outcomes), outcomes=outcomes,

@@ -88,7 +88,8 @@ def train(ctx: StepContext, name: str, kind: str, base: ModelSpec, data: Path,
           stage: TrainConfig) -> ModelSpec:
     """A training stage: ``base`` + ``data`` -> ``models/<name>`` (merged dir, full model or
     adapter). The role groups are stopped first under ``alternate`` placement, or when the
-    stage's workers would not fit beside them (:meth:`RoleGroups.before_training`)."""
+    stage's workers would not fit beside them (:meth:`RoleGroups.before_training`). In an
+    in-process context the stage trains in this process as one worker."""
     from raysys.models.loading import is_adapter_dir
     from raysys.training.trainer import train as run_train, worker_bundles
 
@@ -106,8 +107,15 @@ def train(ctx: StepContext, name: str, kind: str, base: ModelSpec, data: Path,
             log.warning("%s: %d rows; micro_batch_size %d -> %d", name, rows, tcfg.micro_batch_size,
                         per_batch)
             tcfg.micro_batch_size = per_batch
-        result = run_train(tcfg, run_dir=work, stall_timeout_s=ctx.cluster.stall_timeout_s,
-                           storage=ctx.cluster.storage)
+        if ctx.in_process:          # the same worker loop, in this process (tiny models)
+            from raysys.training.in_process import train as train_here
+
+            # one worker: the same global batch, its share of the others as accumulation
+            tcfg.grad_accum, tcfg.num_workers = tcfg.grad_accum * tcfg.num_workers, 1
+            result = train_here(tcfg, run_dir=work)
+        else:
+            result = run_train(tcfg, run_dir=work, stall_timeout_s=ctx.cluster.stall_timeout_s,
+                               storage=ctx.cluster.storage)
         if not result.completed:
             raise StageError(f"{name}: training stopped before the end (metrics {result.metrics})")
         if Path(result.out) != tmp.resolve():

@@ -47,13 +47,17 @@ class StepContext:
     tiny_cache: Path | None = None
     recipe: Any = None           # the running method's raysys.recipes.record.Recipe
 
-    def sampler(self, model: ModelSpec, engine: EngineConfig | None = None,
-                role: str = "sampler") -> Callable[[], Any]:
-        """A lazy handle on ``role``'s group serving ``model`` with ``engine`` (default: the
-        run's engine), started when called."""
-        from raysys.distributed.actors import SamplerActor
+    in_process: bool = False     # no Ray: local groups, training in this process
 
-        return lambda: self.groups.get(role, SamplerActor, model, engine or self.engine)
+    def group(self, role: str, model: ModelSpec, *args: Any) -> Callable[[], Any]:
+        """A lazy handle on ``role``'s group serving ``model``, started (or served new weights
+        in place) when called. The role's actor class comes from the role registry
+        (``distributed.roles.ROLE_ACTORS``); ``args`` follow the model in its constructor
+        (default: the run's engine, for the text roles)."""
+        from raysys.distributed.roles import role_actor
+
+        args = args or (self.engine,)
+        return lambda: self.groups.get(role, role_actor(role), model, *args)
 
 
 @dataclass
@@ -112,17 +116,20 @@ def open_context(rd: RunDir, *, engine: EngineConfig, cluster: ClusterConfig, gr
 
     ``inputs`` (the local paths the config names) and the run dir are what other nodes may need:
     before any work, :func:`~raysys.distributed.storage.use_storage` checks that every node sees
-    them, or serves them through Ray (``cluster.storage``)."""
-    from raysys.distributed.ray_init import init_ray
+    them, or serves them through Ray (``cluster.storage``). ``in_process``: no Ray at all, every
+    role a local group and training in this process (tiny models: tests, small runs)."""
     from raysys.distributed.roles import RoleGroups
+
+    cache = Path(tiny_cache).expanduser() if tiny_cache else None
+    if in_process:
+        return StepContext(rd, engine, cluster, grade_style, greedy, seed,
+                           RoleGroups(cluster, in_process=True), cache, in_process=True)
+    from raysys.distributed.ray_init import init_ray
     from raysys.distributed.storage import use_storage
 
-    if in_process:
-        raise NotImplementedError("open_context: in_process")
     init_ray(cluster)
     use_storage(cluster.storage, rd.path, [*inputs, *([tiny_cache] if tiny_cache else [])])
-    return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster),
-                       Path(tiny_cache).expanduser() if tiny_cache else None)
+    return StepContext(rd, engine, cluster, grade_style, greedy, seed, RoleGroups(cluster), cache)
 
 
 def run_recipe(recipe: Any, cfg: Any, *, force: bool = False,
@@ -173,21 +180,35 @@ def problems(ctx: StepContext, split: str, spec: DatasetSpec) -> pa.Table:
     return read_stage(res.path, "problems")
 
 
+def stage_metrics(ctx: StepContext, name: str, iteration: int = 0) -> dict[str, Any] | None:
+    """The metrics a complete stage recorded (None when it did not run), from the run's
+    in-memory state rather than a re-read of ``state.json``."""
+    key = ctx.rd.stage_dir(name, iteration).relative_to(ctx.rd.path).as_posix()
+    entry = ctx.rd.state["stages"].get(key) or {}
+    return entry.get("metrics") if entry.get("status") == "complete" else None
+
+
 def without_ids(table: pa.Table, ids: set[str]) -> pa.Table:
     """``problems`` rows whose id is not in ``ids`` (order kept)."""
     keep = [i for i, pid in enumerate(table.column("id").to_pylist()) if pid not in ids]
     return table.take(keep)
 
 
-def data_stage(ctx: StepContext, name: str, rows: list[dict[str, Any]], kind: str, *,
-               iteration: int = 0, metrics: dict[str, Any] | None = None,
+def data_stage(ctx: StepContext, name: str,
+               rows: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]], kind: str, *,
+               iteration: int = 0,
+               metrics: dict[str, Any] | Callable[[list[dict]], dict[str, Any]] | None = None,
                on_write: Callable[[list[dict[str, Any]]], None] | None = None) -> Path:
     """Built rows (SFT set, pairs, token pairs, ...) as stage ``name``; ``on_write`` runs
-    before the manifest (e.g. an export), so an export exists whenever the stage is complete."""
+    before the manifest (e.g. an export), so an export exists whenever the stage is complete.
+    ``rows`` may be a function that builds them, called only when the stage runs (a complete
+    stage costs nothing on resume), and ``metrics`` a function of the rows."""
     def fn(out: Path) -> None:
+        built = rows() if callable(rows) else rows
         if on_write is not None:
-            on_write(rows)
-        write_stage(out, rows, kind, extra={"metrics": metrics or {}})
+            on_write(built)
+        stats = metrics(built) if callable(metrics) else metrics
+        write_stage(out, built, kind, extra={"metrics": stats or {}})
     return ctx.rd.stage(name, iteration=iteration, kind=kind, phase="data", fn=fn).path
 
 
@@ -211,7 +232,7 @@ def sample(ctx: StepContext, name: str, table: pa.Table, model: ModelSpec, templ
         sample_problems(table, model=model, engine=eng, sampling=sampling or ctx.greedy,
                         cluster=ctx.cluster, out_dir=out, prompt_template=template, demos=demos,
                         grade_style=ctx.grade_style, model_name=model_name or name,
-                        iteration=iteration, pool=ctx.sampler(model, eng, role), system=system)
+                        iteration=iteration, pool=ctx.group(role, model, eng), system=system)
     res = ctx.rd.stage(name, iteration=iteration, kind="samples", phase="sampling", fn=fn)
     return load_samples(res.path)
 
@@ -240,9 +261,61 @@ def generate(ctx: StepContext, name: str, items: list[dict[str, Any]], *, keys: 
         run_generation(items, keys=keys, prompts=prompts, spec=spec,
                        params=sampling.params(default_stop), out_dir=out, request=req,
                        cluster=ctx.cluster, model=model, engine=ctx.engine,
-                       group=group or ctx.sampler(model), label=name)
+                       group=group or ctx.group("sampler", model), label=name)
     res = ctx.rd.stage(name, iteration=iteration, kind=spec.kind, phase="sampling", fn=fn)
     return load_generated(res.path, spec)
+
+
+def map_rows(ctx: StepContext, name: str, rows: list[dict[str, Any]], *, keys: list[str],
+             spec: GenerationSpec, method: str, group: Callable[[], Any],
+             request: dict[str, Any], iteration: int = 0, chunk_rows: int = 64,
+             summarize: Callable[[pa.Table], dict[str, Any]] | None = None) -> pa.Table:
+    """A row-mapping stage: each input row -> one ``spec.kind`` row by ``group``'s
+    ``method`` (a role worker that is not a text generator, e.g. LLM2's explorer), with the
+    generation stage's resume, parts, fingerprint (``request``) and manifest."""
+    from raysys.distributed.generation import load_generated, run_map
+
+    def fn(out: Path) -> None:
+        run_map(rows, keys=keys, spec=spec, method=method, group=group, out_dir=out,
+                request=request, cluster=ctx.cluster, label=name, chunk_rows=chunk_rows,
+                summarize=summarize)
+    res = ctx.rd.stage(name, iteration=iteration, kind=spec.kind, phase="sampling", fn=fn)
+    return load_generated(res.path, spec)
+
+
+def samples_spec(ctx: StepContext, name: str, iteration: int = 0) -> GenerationSpec:
+    """The spec of graded ``samples`` rows (what :func:`sample` writes), for a streamed stage."""
+    from raysys.distributed.sampling import samples_spec as spec
+
+    return spec(ctx.grade_style, name, iteration)
+
+
+def stream(ctx: StepContext, name: str, spec: GenerationSpec, params: Any,
+           request: dict[str, Any], *, iteration: int = 0) -> Any:
+    """A generation stage fed chunk by chunk (``streaming.StageStream``: ``submit`` chunks to a
+    group handle, :func:`run_streams` lands them); :func:`close_stream` seals it."""
+    from raysys.distributed.streaming import StageStream
+
+    return StageStream(ctx.rd.stage_dir(name, iteration), spec, params, request, name)
+
+
+def run_streams(first: list[Any], on_landed: Callable[[Any, list[dict]], list[Any]]) -> None:
+    """Land every submitted chunk; ``on_landed(chunk, rows)`` returns the chunks it submits
+    downstream (``streaming.run_streams``)."""
+    from raysys.distributed.streaming import run_streams as run
+
+    run(first, on_landed)
+
+
+def close_stream(ctx: StepContext, s: Any, name: str, *, iteration: int = 0) -> pa.Table:
+    """Seal a streamed stage (samples get their accuracy metrics) and record it as a complete
+    stage of the run; returns its rows."""
+    from raysys.distributed.generation import load_generated
+    from raysys.distributed.metrics import summarize_samples
+
+    s.close((lambda tb: summarize_samples(tb, [])) if s.spec.kind == "samples" else None)
+    ctx.rd.stage(name, iteration=iteration, kind=s.spec.kind, phase="sampling", fn=lambda out: None)
+    return load_generated(ctx.rd.stage_dir(name, iteration), s.spec)
 
 
 # ------------------------------------------------------------------------------------------

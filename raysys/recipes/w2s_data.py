@@ -9,11 +9,11 @@ from typing import Any
 import pyarrow as pa
 
 from raysys.data.io import read_stage, write_stage
-from raysys.distributed.metrics import pct
 from raysys.errors import StageError
+from raysys.pipeline.report import pct
 from raysys.pipeline.stats import TRAINING_NOISE
 from raysys.prompts import response_text
-from raysys.recipes.steps import EvalRow, StepContext
+from raysys.recipes.steps import EvalRow, StepContext, stage_metrics  # noqa: F401 (w2s.stage_metrics)
 from raysys.recipes.w2s_pairs import Labeled
 
 
@@ -102,14 +102,6 @@ def gold_demo_pool(train_1: pa.Table) -> list[tuple[str, str, str]]:
     """Gold solutions of the labelled train_1 (never train_2), as (question, answer, id)."""
     return [(p["question"], (p["gold_solution"] or "").strip(), p["id"]) for p in train_1.to_pylist()
             if p.get("gold_solution")]
-
-
-def stage_metrics(ctx: StepContext, name: str, iteration: int) -> dict[str, Any] | None:
-    """The metrics a complete stage recorded (None when it did not run), from the run's
-    in-memory state rather than a re-read of ``state.json``."""
-    key = ctx.rd.stage_dir(name, iteration).relative_to(ctx.rd.path).as_posix()
-    entry = ctx.rd.state["stages"].get(key) or {}
-    return entry.get("metrics") if entry.get("status") == "complete" else None
 
 
 def data_section(state: dict[str, Any]) -> str:

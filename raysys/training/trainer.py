@@ -1,5 +1,5 @@
-"""The Ray Train wrapper: validate inputs on the driver, run the per-worker loop, return the
-trained model's path and final metrics.
+"""The Ray Train wrapper: validate inputs on the driver (:func:`prepare`, shared with the
+in-process trainer), run the per-worker loop, return the trained model's path and final metrics.
 
 Everything that can be checked before starting workers is (config values, LoRA targets, every
 data row), so bad input costs one clear error instead of a worker-group stack trace.
@@ -10,7 +10,6 @@ Train restores its checkpoint manager from storage); a finished run is not retra
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -23,6 +22,9 @@ from raysys.config import to_dict
 from raysys.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+# the driver's progress lines while workers train (importable from here, as before)
+from raysys.training.progress import _wait_with_progress, last_metrics, train_progress_line  # noqa: E402,F401
 
 EXTENSIONS_CACHE = "~/.cache/torch_extensions"
 
@@ -106,90 +108,6 @@ def prebuild_cpu_comm_op() -> None:
     clear_stale_build_locks(os.environ["TORCH_EXTENSIONS_DIR"])   # a killed build's lock: no hang
     with contextlib.redirect_stdout(io.StringIO()):   # keeps `raysys train` output to results
         build_shm_op()
-
-
-def train_progress_line(name: str, m: dict[str, Any], n_steps: int, elapsed_s: float) -> str:
-    """The driver's line for the latest logged step ``m`` (``step``, ``loss``,
-    ``samples_per_s``) of an ``n_steps`` run: step/total, loss, rate and ETA; ``elapsed_s``
-    is the wall time since :func:`train` started the workers (start-up included)."""
-    from raysys.console import fmt_duration, progress_text
-
-    step = int(m["step"])
-    text = progress_text(f"train {name}", step, n_steps, float(m.get("elapsed_s") or 0.0),
-                         unit="steps")
-    loss = m.get("loss")
-    sps = m.get("samples_per_s")
-    return (text + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-            + (f", {sps:.1f} samples/s" if isinstance(sps, (int, float)) else "")
-            + f" (running {fmt_duration(elapsed_s)})")
-
-
-def last_metrics(path: Path) -> dict[str, Any] | None:
-    """The last complete JSON line of rank 0's ``metrics.jsonl`` (None when absent or empty;
-    a line being written is skipped)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(m, dict) and "step" in m:
-            return m
-    return None
-
-
-def _wait_with_progress(ref: Any, name: str, metrics_path: Path, n_steps: int,
-                        every_s: float | None = None, poll_s: float = 2.0,
-                        bundles: list[dict[str, float]] | None = None,
-                        infeasible_s: float = 1800.0) -> Any:
-    """``ray.get(ref)`` while logging a bounded number of progress lines from the metrics
-    rank 0 writes: one when training passes half its steps, and one every ``every_s`` (default
-    :func:`raysys.console.heartbeat_s`) of wall time; a worker's per-step lines stay in its
-    own log.
-
-    ``bundles`` (one per Ray Train worker): when no alive node can hold them (a lost node, a
-    resource no node has), one warning names what is missing within seconds, and after
-    ``infeasible_s`` of that the stage fails: Ray Train would otherwise retry its placement
-    group forever."""
-    import time
-
-    import ray
-
-    from raysys.console import fmt_duration, heartbeat_s
-    from raysys.distributed.roles import bundles_fit, total_per_node
-
-    every = heartbeat_s() if every_s is None else every_s
-    t0 = time.monotonic()
-    next_line, halfway_shown = t0 + every, False
-    infeasible_since: float | None = None
-    while True:
-        ready, _ = ray.wait([ref], timeout=poll_s)
-        if ready:
-            return ray.get(ref)
-        now = time.monotonic()
-        if bundles and not bundles_fit(bundles, total_per_node()):
-            if infeasible_since is None:
-                infeasible_since = now
-                log.warning("train %s: no alive node can hold a worker's %s; waiting up to %s "
-                            "for one (cluster.stall_timeout_s)", name, bundles[0],
-                            fmt_duration(infeasible_s))
-            elif now - infeasible_since > infeasible_s:
-                ray.cancel(ref, force=True)
-                from raysys.errors import StageError
-                raise StageError(f"training '{name}': no alive node could hold a worker's "
-                                 f"{bundles[0]} for {fmt_duration(infeasible_s)} (a node lost?)")
-        else:
-            infeasible_since = None
-        m = last_metrics(metrics_path)
-        halfway = m is not None and not halfway_shown and n_steps / 2 <= m["step"] < n_steps
-        if halfway or now >= next_line:
-            log.info(train_progress_line(name, m, n_steps, now - t0) if m else
-                     f"train {name}: starting workers ({fmt_duration(now - t0)})")
-            halfway_shown = halfway_shown or halfway
-            next_line = now + every
 
 
 # How often the Ray Train controller polls its workers. Ray's 2 s default is paid after every
@@ -290,27 +208,28 @@ def _unwrap_worker_error(err: BaseException) -> BaseException:
     return err
 
 
-def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
-          stall_timeout_s: float | None = None, storage: str = "auto") -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` with Ray Train; write ``cfg.out``; return the result.
+@dataclass
+class Prepared:
+    """A training run checked and tokenized on the driver, before any worker starts."""
 
-    ``stall_timeout_s`` (a recipe's ``cluster.stall_timeout_s``) bounds every collective of the
-    workers' process group (Ray Train's default: 1800 s), so a hung all-reduce fails the stage.
-    ``storage`` (``cluster.storage``): how the model, the output, the metrics and Ray Train's
-    checkpoints reach workers on other nodes (``raysys.distributed.storage.use_storage``).
-    Raises ConfigError / DataError / ModelError for bad input before any worker starts.
-    """
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    cfg: TrainConfig                        # paths made absolute
+    kind: Any                               # its TrainingKind
+    examples: list[dict[str, Any]]
+    work_dir: Path                          # Ray Train storage (or in-process checkpoints)
+    state_dir: Path                         # metrics.jsonl, reference log-probs, trackers
+    n_steps: int
 
+
+def prepare(cfg: TrainConfig, run_dir: str | Path | None = None) -> Prepared:
+    """Everything checked before workers start (config values, LoRA targets, trackers, every
+    data row), the rows tokenized, DeepSpeed's CPU comm op built: one clear error for bad
+    input instead of a worker-group stack trace. Shared by :func:`train` and the in-process
+    trainer."""
     from raysys.data.io import DataError
     from raysys.models.loading import load_tokenizer
     from raysys.training.data import load_rows, tokenize_rows
-    from raysys.training.model_setup import validate_model_for_training
-    from raysys.training.worker import train_loop_per_worker
-
     from raysys.training.kinds import get_kind
+    from raysys.training.model_setup import validate_model_for_training
     from raysys.training.schedule import total_steps
     from raysys.training.trackers import check_trackers_installed
 
@@ -333,9 +252,37 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     state_dir.mkdir(parents=True, exist_ok=True)
     # A stable extensions dir: DeepSpeed's CPU comm op compiles once (~1 min), then is reused.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default_extensions_dir()))
-
     if not cfg.use_gpu:
         prebuild_cpu_comm_op()
+    return Prepared(cfg, kind, examples, work_dir, state_dir,
+                    total_steps(len(examples), global_batch, cfg.epochs, cfg.max_steps))
+
+
+def worker_config(p: Prepared, examples: Any) -> dict[str, Any]:
+    """The config every worker's loop (``worker.run_worker``) reads; ``examples`` as the
+    session delivers them (an ObjectRef for Ray Train)."""
+    return {"cfg": to_dict(p.cfg), "kind": p.kind, "examples": examples,
+            "work_dir": str(p.state_dir), "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]}
+
+
+def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
+          stall_timeout_s: float | None = None, storage: str = "auto") -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` with Ray Train; write ``cfg.out``; return the result.
+
+    ``stall_timeout_s`` (a recipe's ``cluster.stall_timeout_s``) bounds every collective of the
+    workers' process group (Ray Train's default: 1800 s), so a hung all-reduce fails the stage.
+    ``storage`` (``cluster.storage``): how the model, the output, the metrics and Ray Train's
+    checkpoints reach workers on other nodes (``raysys.distributed.storage.use_storage``).
+    Raises ConfigError / DataError / ModelError for bad input before any worker starts.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raysys.training.worker import train_loop_per_worker
+
+    p = prepare(cfg, run_dir)
+    cfg, work_dir, state_dir = p.cfg, p.work_dir, p.state_dir
     _start_ray()
     from raysys.distributed.storage import use_storage
     from raysys.distributed.store_fs import storage_filesystem
@@ -345,8 +292,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     through_ray = use_storage(storage, work_dir, [cfg.model, Path(cfg.out).parent]) == "ray"
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "kind": kind, "examples": ray.put(examples), "work_dir": str(state_dir),
-                           "torch_extensions_dir": os.environ["TORCH_EXTENSIONS_DIR"]},
+        train_loop_config=worker_config(p, ray.put(p.examples)),
         scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(timeout_s=max(1, int(stall_timeout_s or 1800))),
         run_config=RunConfig(
@@ -357,9 +303,8 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
     )
     try:
         result = _fit_pinned_to_this_cluster(
-            trainer, (cfg.name, state_dir / "metrics.jsonl",
-                      total_steps(len(examples), global_batch, cfg.epochs, cfg.max_steps),
-                      None, 2.0, worker_bundles(cfg), stall_timeout_s or 1800.0))
+            trainer, (cfg.name, state_dir / "metrics.jsonl", p.n_steps, None, 2.0,
+                      worker_bundles(cfg), stall_timeout_s or 1800.0))
     except Exception as e:  # noqa: BLE001 - re-raised: a user error as itself, else one line
         from ray.train import TrainingFailedError
 

@@ -1,4 +1,5 @@
-"""The per-worker training loop run by Ray Train: DeepSpeed (ZeRO 0-3) + optional PEFT LoRA.
+"""The per-worker training loop run by Ray Train (or in this process, ``training.in_process``):
+DeepSpeed (ZeRO 0-3) + optional PEFT LoRA.
 
 One loop serves every kind: what differs (tokenization, batches, loss, model hooks) is the
 kind's :class:`~raysys.training.kinds.TrainingKind` entry. Loss scaling follows the registry's
@@ -15,8 +16,10 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,13 +97,53 @@ class _Run:
         return self.world * self.cfg.micro_batch_size * self.cfg.grad_accum
 
 
+class RayTrainSession:
+    """What the loop needs from Ray Train: this worker's rank and world, the examples (an
+    ObjectRef), the checkpoint Ray Train restored, and ``report`` (metrics + checkpoint dir)."""
+
+    def __init__(self, examples_ref: Any) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self._examples_ref = examples_ref
+
+    def examples(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get(self._examples_ref)
+
+    @contextmanager
+    def checkpoint(self) -> Iterator[Path | None]:
+        """The restored checkpoint's directory (None on a fresh run)."""
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: ``config`` holds ``cfg`` (a TrainConfig dict), ``kind`` (its
     :class:`TrainingKind`, shipped so kinds registered outside raysys work too), ``examples`` (an
     ObjectRef of tokenized examples), ``work_dir`` (metrics, reference log-probs) and
     ``torch_extensions_dir``."""
-    import ray.train
+    run_worker(config, RayTrainSession(config["examples"]))
 
+
+def run_worker(config: dict[str, Any], session: Any) -> None:
+    """The training loop of one worker, whoever runs it: Ray Train (:class:`RayTrainSession`)
+    or this process (``raysys.training.in_process``). ``session`` gives rank, world, examples,
+    the restored checkpoint and ``report``; ``config`` as :func:`train_loop_per_worker`'s."""
     from raysys.config import from_dict
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["torch_extensions_dir"])
@@ -116,11 +159,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = from_dict(TrainConfig, {**config["cfg"], "model": localize(config["cfg"]["model"]),
                                   "data": None})
     torch.manual_seed(cfg.seed)
-    ckpt = ray.train.get_checkpoint()
-    state = _restored_state(ckpt)
-    if state.get("done"):
-        return
-    run = _setup(cfg, config.get("kind") or get_kind(cfg.kind), config, ckpt)
+    with session.checkpoint() as ckpt:
+        state = _restored_state(ckpt)
+        if state.get("done"):
+            return
+        run = _setup(cfg, config.get("kind") or get_kind(cfg.kind), config, ckpt, session)
     if run.rank == 0:
         _truncate_metrics(run.metrics_path, state["step"])
     start_step = state["step"]
@@ -139,35 +182,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < run.n_steps) or halt:
             # Only checkpoints and the end are reported to Ray Train: each report waits for the
             # controller to poll the worker (~1 s measured), 15x a tiny model's step.
-            _report_checkpoint(run.engine, last, {"step": done}, run.rank)
+            _report_checkpoint(session, run.engine, last, {"step": done}, run.rank)
         if halt:
             run.trackers.close()
             return
     run.trackers.close()
     _save_output(run)
-    _report_final(last, run.rank)
+    _report_final(session, last, run.rank)
 
 
-def _restored_state(ckpt: Any) -> dict[str, Any]:
-    """The trainer state of the checkpoint Ray Train restored (``{"step": 0}`` on a fresh run)."""
+def _restored_state(ckpt: Path | None) -> dict[str, Any]:
+    """The trainer state of the restored checkpoint dir (``{"step": 0}`` on a fresh run)."""
     if ckpt is None:
         return {"step": 0}
-    with ckpt.as_directory() as d:
-        return json.loads((Path(d) / STATE_FILE).read_text())
+    return json.loads((ckpt / STATE_FILE).read_text())
 
 
-def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: Any) -> _Run:
+def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: Path | None,
+           session: Any) -> _Run:
     """Model (with the kind's hooks), optimizer, schedule and DeepSpeed engine for this worker."""
     import deepspeed
-    import ray
-    import ray.train
 
     from raysys.models.loading import load_tokenizer
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = session.rank, session.world
     work_dir = Path(config["work_dir"])
-    examples = ray.get(config["examples"])
+    examples = session.examples()
     # keyed order: from the tokens as loaded, before a kind's prepare adds its own fields
     keys = [example_key(e) for e in examples] if cfg.order == "keyed" else None
     tokenizer = load_tokenizer(cfg.model, padding_side="right",
@@ -194,8 +234,7 @@ def _setup(cfg: TrainConfig, kind: TrainingKind, config: dict[str, Any], ckpt: A
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
         config=deepspeed_config(cfg, world))
     if ckpt is not None:
-        with ckpt.as_directory() as d:
-            engine.load_checkpoint(d, tag=DS_TAG, load_module_strict=False)
+        engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_module_strict=False)
     return _Run(cfg, kind, engine, scheduler, tokenizer, examples, pad_id, rank, world, n_steps,
                 work_dir / "metrics.jsonl", keys)
 
@@ -272,28 +311,25 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def _report_checkpoint(engine: Any, metrics: dict[str, Any], state: dict[str, Any], rank: int) -> None:
-    import ray.train
-
+def _report_checkpoint(session: Any, engine: Any, metrics: dict[str, Any], state: dict[str, Any],
+                       rank: int) -> None:
     with tempfile.TemporaryDirectory(prefix="raysys-ckpt-") as d:
         # Every rank writes its own ZeRO shards; Ray Train merges the per-rank directories.
         engine.save_checkpoint(d, tag=DS_TAG)
         if rank == 0:
             (Path(d) / STATE_FILE).write_text(json.dumps(state))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        session.report(metrics, Path(d))
 
 
-def _report_final(metrics: dict[str, Any], rank: int) -> None:
+def _report_final(session: Any, metrics: dict[str, Any], rank: int) -> None:
     """The last report carries a small 'done' checkpoint so Result.metrics is set and a rerun
     of a finished run does nothing."""
-    import ray.train
-
     with tempfile.TemporaryDirectory(prefix="raysys-final-") as d:
         ckpt = None
         if rank == 0:
             (Path(d) / STATE_FILE).write_text(json.dumps({"step": metrics.get("step", 0), "done": True}))
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({**metrics, "done": True}, checkpoint=ckpt)
+            ckpt = Path(d)
+        session.report({**metrics, "done": True}, ckpt)
 
 
 def _save_output(run: _Run) -> None:

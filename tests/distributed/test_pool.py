@@ -62,7 +62,8 @@ def test_sample_problems_on_a_long_lived_pool_resumes_and_equals_the_reference(
         greedy_reference: Any, tmp_path: Path) -> None:
     from raysys.config import SamplingConfig
     from raysys.data.io import is_complete
-    from raysys.distributed.actors import OnDemandPool
+    from raysys.distributed.actors import SamplerActor
+    from raysys.distributed.roles import RoleGroups
     from raysys.distributed.sampling import load_samples, sample_problems
     from raysys.errors import StageError
 
@@ -81,22 +82,26 @@ def test_sample_problems_on_a_long_lived_pool_resumes_and_equals_the_reference(
         raise Interrupt(part)
 
     reference = greedy_reference(MAX_NEW)
-    with OnDemandPool(2, model, engine, cluster) as pool:
-        assert not pool.started
+    with RoleGroups(cluster) as groups:
+        # a lazy handle on the sampler role (what StepContext.group gives a recipe)
+        pool = lambda: groups.get("sampler", SamplerActor, model, engine)   # noqa: E731
+        assert groups.live("sampler") is None
         with pytest.raises(Interrupt):
             run(tmp_path / "s", pool, stop)        # one part (2 problems x 2 samples), unsealed
-        assert pool.started and not is_complete(tmp_path / "s")
-        first = pool.get().ping()
+        assert groups.live("sampler") is not None and not is_complete(tmp_path / "s")
+        first = pool().ping()
         manifest = run(tmp_path / "s", pool)      # the same replicas finish the stage
-        assert [p["pid"] for p in pool.get().ping()] == [p["pid"] for p in first]
+        assert [p["pid"] for p in pool().ping()] == [p["pid"] for p in first]
         with pytest.raises(StageError, match="sampler pool serves"):
-            run(tmp_path / "other", pool, m=ModelSpec(path=str(varied_model_dir) + "-base"))
+            run(tmp_path / "other", groups.live("sampler"),
+                m=ModelSpec(path=str(varied_model_dir) + "-base"))
     samples = load_samples(tmp_path / "s")
     assert manifest["rows"] == samples.num_rows == problems.num_rows * 2
     assert manifest["metrics"]["rows_generated"] == problems.num_rows * 2 - 4
     assert sorted(manifest["metrics"]["nodes"]) == sorted(ray_cluster.values())
     assert {(r["problem_id"], r["sample_idx"]): r["completion"] for r in samples.to_pylist()} == {
         (pid, i): reference[pid] for pid in problems.column("id").to_pylist() for i in range(2)}
-    # A sealed stage starts nothing: the on-demand pool stays down.
-    with OnDemandPool(2, model, engine, cluster) as idle:
-        assert run(tmp_path / "s", idle) == manifest and not idle.started
+    # A sealed stage starts nothing: the lazy handle is never called.
+    with RoleGroups(cluster) as idle:
+        assert run(tmp_path / "s", lambda: idle.get("sampler", SamplerActor, model, engine)) \
+            == manifest and idle.live("sampler") is None
