@@ -1,6 +1,7 @@
-"""End to end: the quick LLM2 and critique-in-the-loop demos through `raysys demo`, the critique
-run killed inside its first iteration and resumed to the same stage tables as an uninterrupted
-run, and a re-run of a finished run that redoes nothing."""
+"""End to end on Ray: the quick demos of every recipe through `raysys demo --recipe all`, their
+stage tables equal to the same recipe's run in process (no Ray) for the same seed; the critique
+run killed inside its first iteration and resumed, a re-run of a finished run and a streamed
+iteration (extended: their logic runs without Ray in tests/recipes/test_*_in_process.py)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,12 @@ def critique_run(quick_all: tuple[Path, str, str]) -> Path:
 
 
 def test_demo_all_pretrains_the_shared_actor_once(quick_all: tuple[Path, str, str]) -> None:
+    from raysys.cli.run import DEMO_CONFIGS
+
     parent, stdout, _ = quick_all
+    # every recipe with a demo, in the records' order
     assert [ln for ln in stdout.splitlines() if ln.startswith("== ")] == [
-        "== w2s ==", "== llm2 ==", "== critique =="]
+        f"== {name} ==" for name in DEMO_CONFIGS]
     strong = parent / "w2s" / "models" / "strong_pretrained"
     actor = parent / "critique" / "models" / "actor_pretrained"
     # every pre-trained tiny model is published; llm2's base has other settings: its own entry
@@ -86,6 +90,7 @@ def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> Non
     assert sft["metrics"]["refine_kept"] <= len({r["problem_id"] for r in refs})
 
 
+@pytest.mark.extended      # kill/resume stays in CI with weak-to-strong's (test_w2s_resume.py)
 def test_critique_killed_inside_an_iteration_resumes_to_the_same_tables(
         critique_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
@@ -100,11 +105,31 @@ def test_critique_killed_inside_an_iteration_resumes_to_the_same_tables(
     assert [k for k in ref if ref[k] != got[k]] == []
 
 
+@pytest.mark.extended      # covered without Ray: tests/recipes/test_*_in_process.py
 def test_finished_run_reruns_nothing(critique_run: Path) -> None:
     before = _state(critique_run)["stages"]
     _run(["demo", "--recipe", "critique", "--quick", "--run-dir", str(critique_run)], timeout=300)
     after = _state(critique_run)["stages"]
     assert {k: v.get("end") for k, v in after.items()} == {k: v.get("end") for k, v in before.items()}
+
+
+def test_llm2_in_process_writes_the_ray_runs_tables(quick_all: tuple[Path, str, str],
+                                                    tmp_path: Path) -> None:
+    """The LLM2 quick demo's config run again in this process (no Ray: local role groups,
+    training in this process; its pre-trained tiny model copied from the demo's tiny_cache)
+    writes the Ray run's stage tables row for row and the same report rows: same seed, same
+    engines, same worker loop."""
+    from multinode.reference import accuracy_rows
+    from raysys.recipes import get_recipe, load_run_config
+
+    ray_dir, here = quick_all[0] / "llm2", tmp_path / "llm2"
+    cfg = load_run_config(ray_dir / "config.yaml", [f"run_dir={here}"])
+    assert cfg.tiny_cache            # `demo --recipe all` shares pre-trained models
+    get_recipe(cfg.recipe).run(cfg, in_process=True)
+    ref, got = _tables(ray_dir), _tables(here)
+    assert set(ref) - set(got) <= {"iter_0/llm_pretrain_data"} and set(got) <= set(ref)
+    assert [k for k in got if got[k] != ref[k]] == []
+    assert accuracy_rows(here) == accuracy_rows(ray_dir)
 
 
 def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[Path, str, str]) -> None:
@@ -152,10 +177,12 @@ def test_quick_demo_console_is_short_and_raysys_only(quick_all: tuple[Path, str,
     run's logs/driver.log, and logs/ray_session.txt points at Ray's session logs."""
     from raysys.console import CONSOLE_LINE
 
+    from raysys.cli.run import DEMO_CONFIGS
+
     parent, stdout, stderr = quick_all
     console = (stdout + stderr).splitlines()
-    assert len(console) < 3 * 40, "\n".join(console)
-    result_line = re.compile(r"^(\|.*\||run dir: .*|report: .*|== (w2s|llm2|critique) ==|)$")
+    assert len(console) < len(DEMO_CONFIGS) * 40, "\n".join(console)
+    result_line = re.compile(r"^(\|.*\||run dir: .*|report: .*|== (%s) ==|)$" % "|".join(DEMO_CONFIGS))
     foreign = [ln for ln in console if not (CONSOLE_LINE.match(ln) or result_line.match(ln))]
     assert foreign == [], "\n".join(foreign)
     assert any("models/weak: done" in ln for ln in console)
@@ -168,6 +195,7 @@ def test_quick_demo_console_is_short_and_raysys_only(quick_all: tuple[Path, str,
     assert all(s.name == "logs" and s.parent.name.startswith("session_") for s in sessions.values())
 
 
+@pytest.mark.extended      # covered without Ray: tests/recipes/test_critique_in_process.py
 def test_a_streamed_iteration_writes_what_the_barrier_iteration_wrote(
         critique_run: Path, tmp_path: Path) -> None:
     """`loop.stream: true` on the quick config's split placement: actor and critic groups work

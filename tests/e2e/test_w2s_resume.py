@@ -114,24 +114,6 @@ def test_quick_demo_writes_a_complete_run(reference: Path) -> None:
     assert f"from the {kept} of 48 questions where weak and ICL answers agree" in direction
 
 
-def test_instruction_heads_every_task_prompt_and_no_pretraining_one(reference: Path) -> None:
-    """``instruction`` is the task's prompt format: every prompt the weak model, the strong
-    model and the stages' data see starts with it; the strong model's pre-training never."""
-    import yaml
-
-    instruction = yaml.safe_load((reference / "config.yaml").read_text())["instruction"]
-    assert instruction
-    it = reference / "iter_0"
-    for name, kind, field in (("weak_sft_data", "sft", "prompt"), ("weak_labels", "samples", "prompt"),
-                              ("strong_icl", "samples", "prompt"), ("eval_stage2", "samples", "prompt"),
-                              ("eval_strong_zero_shot", "samples", "prompt"),
-                              ("stage1_icl", "sft", "prompt"), ("stage2_pairs", "pairs", "prompt")):
-        prompts = read_stage(it / name, kind).column(field).to_pylist()
-        assert prompts and all(p.startswith(instruction + "\n\nQuestion: ") for p in prompts), name
-    pretrain = read_stage(it / "strong_pretrain_data", "sft").column("prompt").to_pylist()
-    assert pretrain and not any(instruction in p for p in pretrain)
-
-
 def test_killed_driver_resumes_to_the_same_tables(reference: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "resumed"
     args = ["run", str(REPO / "configs" / "demo_quick.yaml"), "--run-dir", str(run_dir),
