@@ -157,8 +157,14 @@ class RecipeChoice(click.Choice):
         pass
 
 
+def _first_recipe() -> str:
+    """The default ``--recipe``: the first recipe with a demo, in the records' order."""
+    return next(iter(demo_configs()))
+
+
 @click.command()
-@click.option("--recipe", "recipe", type=RecipeChoice(), default="w2s", show_default=True,
+@click.option("--recipe", "recipe", type=RecipeChoice(), default=_first_recipe,
+              show_default="the first recipe in demo order",
               help="Which method's demo to run (all: one after another).")
 @click.option("--quick", is_flag=True, help="The small plumbing demo (every stage, few steps; minutes, mostly trainer start-up).")
 @click.option("--real", is_flag=True, help="SmolLM2-135M-Instruct (`make real-model`) on real GSM8K "

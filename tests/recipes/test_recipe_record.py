@@ -79,3 +79,9 @@ def test_demo_recipe_choices_come_from_the_records() -> None:
     assert out.exit_code == 2
     for name in ("w2s", "weak_to_strong", "llm2", "critique", "all"):
         assert f"'{name}'" in out.output
+
+
+def test_demo_defaults_to_the_first_recipe_in_order() -> None:
+    from raysys.cli.run import _first_recipe
+
+    assert _first_recipe() == next(iter(recipes())) == "w2s"
