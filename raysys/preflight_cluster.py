@@ -75,16 +75,17 @@ def training_requests(cfg: Any) -> list[Request]:
 
     out = []
     for key, train in find_sections(cfg, TrainConfig):
-        key = key or "train"
-        per = f"{key}.resources_per_worker" if train.resources_per_worker else \
-            f"{key}.use_gpu" if train.use_gpu else f"{key}.num_workers"
+        # a bare TrainConfig (`raysys train`): its keys are top-level
+        at = f"{key}." if key else ""
+        per = f"{at}resources_per_worker" if train.resources_per_worker else \
+            f"{at}use_gpu" if train.use_gpu else f"{at}num_workers"
         try:
             bundles = worker_bundles(train)
         except ValueError as e:         # Ray Train's ScalingConfig refuses it (e.g. TPU)
             first = " ".join(str(e).split()).replace("`", "")
             raise ConfigError(f"{per}: Ray Train refuses it ({first})") from None
-        out.append(Request(f"training stage {key}", "worker", bundles, "PACK", per,
-                           f"{key}.num_workers"))
+        out.append(Request(f"training stage {key or 'train'}", "worker", bundles, "PACK", per,
+                           f"{at}num_workers"))
     return out
 
 

@@ -148,7 +148,7 @@ def check_lora_targets(train: Any, key: str, shapes: list[ModelShape]) -> None:
     known = frozenset().union(*(s.linear for s in shapes))
     for i, name in enumerate(train.lora.target_modules):
         if name not in known:
-            raise ConfigError(f"{key}.lora.target_modules[{i}]: {name!r} is not a linear module "
+            raise ConfigError(f"{key}{'.' if key else ''}lora.target_modules[{i}]: {name!r} is not a linear module "
                               f"of {_keys(shapes)}; expected one of {', '.join(sorted(known))}")
 
 
@@ -159,7 +159,7 @@ def check_train_positions(train: Any, key: str, shapes: list[ModelShape]) -> Non
         return
     most = max(s.positions for s in shapes)         # type: ignore[type-var]
     if train.max_len > most:
-        raise ConfigError(f"{key}.max_len: {train.max_len} tokens per example is beyond the "
+        raise ConfigError(f"{key}{'.' if key else ''}max_len: {train.max_len} tokens per example is beyond the "
                           f"{most} positions of {_keys(shapes)} (its max_position_embeddings); "
                           f"expected <= {most}")
 
@@ -233,7 +233,7 @@ def check_model_limits(cfg: Any) -> None:
         for skey, sampling in samplings:
             check_vllm_sampling(engine, ekey, sampling, skey or "sampling")
     for key, train in find_sections(cfg, TrainConfig):
-        check_lora_targets(train, key or "train", shapes)
-        check_train_positions(train, key or "train", shapes)
+        check_lora_targets(train, key, shapes)      # key "": a bare TrainConfig (`raysys train`)
+        check_train_positions(train, key, shapes)
     for key, sampling in samplings:
         check_new_tokens(sampling, key or "sampling", shapes)

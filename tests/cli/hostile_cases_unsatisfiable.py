@@ -130,10 +130,10 @@ CASES: list[Case] = [
          {"c.yaml": _demo_with_test("{name: gsm8k}")}),
     # -- the same checks on `raysys train` and `raysys eval` (their own local Ray: this machine) --
     Case("unsatisfiable", "train-workers-beyond-cpus", [*TRAIN, "--data", "s.jsonl", "--workers", "64"],
-         r"^error: train\.num_workers: training stage train asks 64 x 1 CPU = 64 CPU at once, more "
+         r"^error: num_workers: training stage train asks 64 x 1 CPU = 64 CPU at once, more "
          r"than this machine's local Ray .*Ray would wait for it forever", {"s.jsonl": SFT_OK}),
     Case("unsatisfiable", "train-max-len-beyond-positions", [*TRAIN, "--data", "s.jsonl", "--set", "max_len=100000"],
-         r"^error: train\.max_len: 100000 tokens per example is beyond the 1024 positions of model",
+         r"^error: max_len: 100000 tokens per example is beyond the 1024 positions of model",
          {"s.jsonl": SFT_OK}),
     Case("unsatisfiable", "eval-vllm-temperature", [*EVAL, "--data", "gsm8k:t.jsonl", "--set",
                                                     "sampling.temperature=3", "--set", "engine.kind=vllm"],

@@ -42,6 +42,6 @@ def test_a_joined_cluster_is_not_judged_by_this_machine(monkeypatch: pytest.Monk
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     check_local_resources(huge)
     monkeypatch.delenv("RAY_ADDRESS")
-    with pytest.raises(ConfigError, match=r"^train\.num_workers: training stage train asks 4096 x 1 "
+    with pytest.raises(ConfigError, match=r"^num_workers: training stage train asks 4096 x 1 "
                                           r"CPU"):
         check_local_resources(huge)
