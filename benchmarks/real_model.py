@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from real_data import DEFAULT_MODEL, describe, sft_rows  # noqa: E402
 
-SECTIONS = ("sampling", "training", "refresh", "guided")
+SECTIONS = ("sampling", "training", "refresh", "guided", "profile")
 # (full, quick) sizes
 SIZES = {
     "sampling": ({"prompts": 64, "tokens": 64, "rounds": 2}, {"prompts": 8, "tokens": 8, "rounds": 1}),
@@ -43,6 +43,8 @@ SIZES = {
     "refresh": ({"prompts": 8, "tokens": 16, "rounds": 1, "vllm": True},
                 {"prompts": 4, "tokens": 8, "rounds": 1, "vllm": False}),
     "guided": ({"prompts": 16, "tokens": 32, "repeats": 2}, {"prompts": 16, "tokens": 4, "repeats": 1}),
+    "profile": ({"batch": 2, "max_len": 128, "warmup": 2, "steps": 6},
+                {"batch": 1, "max_len": 128, "warmup": 1, "steps": 3}),
 }
 LORA = {"enabled": True, "r": 16, "alpha": 32}     # the real recipe configs' LoRA
 
@@ -102,6 +104,9 @@ def training(model: Path, s: dict) -> None:
         results["full, plain loop"] = (tb.plain_sft(model, rows, steps, batch, max_len=max_len), None)
         ms, wall, _ = tb.raysys_run(model, data, tmp, "real_full", "sft", 1, steps, **common)
         results["full, raysys 1 worker (ZeRO-2)"] = (ms, wall)
+        ms, wall, _ = tb.raysys_run(model, data, tmp, "real_full_z0", "sft", 1, steps,
+                                    **{**common, "zero_stage": 0})
+        results["full, raysys 1 worker (ZeRO-0, the real configs')"] = (ms, wall)
         ms, wall, _ = tb.raysys_run(model, data, tmp, "real_lora", "sft", 1, steps, lora=LORA,
                                     **common)
         results["LoRA r16, raysys 1 worker (ZeRO-2)"] = (ms, wall)
@@ -121,6 +126,39 @@ def training(model: Path, s: dict) -> None:
         kind = name.split(",")[0]
         ref = results[f"{kind}, plain loop"][0]
         print(f"| {name} | {ms:.0f} | {ms / ref:.2f}x | {'-' if wall is None else f'{wall:.0f}'} |")
+
+
+def profile(model: Path, s: dict) -> None:
+    """Where a full fine-tuning step's time goes: the plain loop's parts vs the worker's
+    ``_train_step`` run in this process without Ray (``training.profile_worker_step``),
+    DeepSpeed ZeRO-2 and ZeRO-0, same rows and batch."""
+    import torch
+
+    import training as tb
+
+    torch.set_num_threads(1)
+    tb.WARMUP = s["warmup"]
+    batch, steps, max_len = s["batch"], s["steps"], s["max_len"]
+    tmp = Path(tempfile.mkdtemp(prefix="raysys-bench-real-prof-"))
+    rows = sft_rows(model, batch * steps)
+    data = tmp / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cols: dict[str, tuple[float, dict[str, float]]] = {}
+    parts: dict[str, float] = {}
+    cols["plain loop"] = (tb.plain_sft(model, rows, steps, batch, parts, max_len=max_len), parts)
+    for zero in (2, 0):
+        run = tb.in_process_run(model, data, tmp, "sft", steps, batch, zero_stage=zero,
+                                max_len=max_len, log_every=1)
+        cols[f"worker step, ZeRO-{zero}"] = tb.profile_worker_step(run, steps)
+        del run
+    names = list(dict.fromkeys(k for _, p in cols.values() for k in p))
+    print(f"\nms per step after {s['warmup']} warm-up steps, global batch {batch}, max_len "
+          f"{max_len}, 1 torch thread, full fine-tuning, in this process (no Ray)\n")
+    print("| part | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for k in names:
+        print(f"| {k} | " + " | ".join(f"{p[k]:.0f}" if k in p else "-" for _, p in cols.values()) + " |")
+    print("| **step (loop clock)** | " + " | ".join(f"**{ms:.0f}**" for ms, _ in cols.values()) + " |")
 
 
 def main() -> None:

@@ -218,7 +218,7 @@ def in_process_run(model_dir: Path, data: Path, tmp: Path, kind_name: str, steps
     engine, _, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                                config=deepspeed_config(cfg, 1))
     return _Run(cfg, kind, engine, sched, tok, examples, tok.pad_token_id, 0, 1, steps,
-                work / "metrics.jsonl")
+                work / "metrics.jsonl", None)       # keys: the default shuffled order
 
 
 def profile_worker_step(run: Any, steps: int) -> tuple[float, dict[str, float]]:
