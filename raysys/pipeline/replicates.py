@@ -19,7 +19,7 @@ Result = Mapping[str, Any]
 
 def default_pairs(result: Result) -> list[tuple[str, str]]:
     """(baseline, row) for every row with per-problem outcomes: the comparisons a run's own
-    report makes (baseline from :data:`report_cmd.BASELINES`), and the same on maj@k votes
+    report makes (baseline: the row ``result.json`` marks, else the recipe record's), and the same on maj@k votes
     where the baseline and the row kept them."""
     from raysys.pipeline.report_cmd import baseline_row
 
