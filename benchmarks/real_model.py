@@ -37,7 +37,7 @@ from real_data import DEFAULT_MODEL, describe, sft_rows  # noqa: E402
 SECTIONS = ("sampling", "training", "refresh", "guided", "profile")
 # (full, quick) sizes
 SIZES = {
-    "sampling": ({"prompts": 64, "tokens": 64, "rounds": 2}, {"prompts": 8, "tokens": 8, "rounds": 1}),
+    "sampling": ({"prompts": 64, "tokens": 64, "rounds": 4}, {"prompts": 8, "tokens": 8, "rounds": 1}),
     "training": ({"batch": 2, "max_len": 128, "warmup": 2, "steps": 6},
                  {"batch": 1, "max_len": 128, "warmup": 1, "steps": 3}),
     "refresh": ({"prompts": 8, "tokens": 16, "rounds": 1, "vllm": True},
