@@ -107,6 +107,56 @@ def _no_ray_connection_leaks_between_modules():
         ray.shutdown()
 
 
+def _drop_lineless_entries(exc: BaseException | None) -> None:
+    """Unlink traceback entries that have no line number from ``exc`` and its chain.
+
+    A pytest-timeout signal can land on an instruction with no line (Python 3.11 cleanup code);
+    that entry's ``tb_lineno`` is None and pytest's report of the failure dies with
+    INTERNALERROR, which ends the session and hides which test timed out (CI, 2026-12-07)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        kept, tb = [], exc.__traceback__
+        while tb is not None:
+            if tb.tb_lineno is not None:
+                kept.append(tb)
+            tb = tb.tb_next
+        for a, b in zip(kept, kept[1:] + [None]):
+            a.tb_next = b
+        exc.__traceback__ = kept[0] if kept else None
+        exc = exc.__cause__ or exc.__context__
+
+
+_failures: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    if call.excinfo is not None:
+        try:
+            _drop_lineless_entries(call.excinfo.value)
+            info = call.excinfo
+            info._excinfo = (info.type, info.value, info.value.__traceback__)  # noqa: SLF001
+            info._traceback = None                                             # noqa: SLF001
+        except Exception:          # pytest internals moved: report as pytest would
+            pass
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        first = str(call.excinfo.value).strip().splitlines() if call.excinfo else []
+        _failures.append(f"{report.nodeid} ({report.when}, {report.duration:.0f} s): "
+                         f"{call.excinfo.typename if call.excinfo else 'failed'}"
+                         f"{': ' + first[0][:200] if first else ''}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    # Last lines of the output: CI shows only its tail, where pytest's own summary may not fit.
+    if _failures:
+        terminalreporter.write_line(f"raysys: {len(_failures)} failed:")
+        for line in _failures:
+            terminalreporter.write_line(f"  {line}")
+
+
 # `make test` / `test-slow` / `test-all` set RAYSYS_TEST_FAST_EXIT=1: after pytest has printed
 # its summary and every plugin has unconfigured, the process leaves with pytest's exit status
 # without running interpreter finalization. Three CI runs out of ~20 (2026-12-05/06) passed every

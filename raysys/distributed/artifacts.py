@@ -103,20 +103,6 @@ def localize(path: str | None) -> str | None:
             marker.write_text(json.dumps({"source": str(path), "bytes": nbytes}))
             log.info("fetched %s (%.1f MB) in %.2f s", path, nbytes / 1e6, time.perf_counter() - t0)
     return str(target)
-    with _locked(cache_root() / f"{m['digest']}.lock"):
-        if not (entry / COMPLETE).exists():
-            t0, nbytes = time.perf_counter(), sum(s for _, s in m["files"])
-            tmp = Path(tempfile.mkdtemp(prefix=f".{m['digest'][:12]}-", dir=cache_root()))
-            src_root = Path(path) if m["dir"] else Path(path).parent
-            for rel, size in m["files"]:
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                _fetch_file(h, str(src_root / rel), tmp / rel, size)
-            (tmp / COMPLETE).write_text(json.dumps({"source": str(path), "bytes": nbytes}))
-            if entry.exists():                 # a copy left without its marker: replace it
-                shutil.rmtree(entry)
-            os.rename(tmp, entry)
-            log.info("fetched %s (%.1f MB) in %.2f s", path, nbytes / 1e6, time.perf_counter() - t0)
-    return str(target)
 
 
 # -- any node -> driver ------------------------------------------------------------------------
@@ -192,7 +178,7 @@ def write_text(path: str | Path, text: str) -> None:
         Path(path).write_text(text)
         return
     import ray
-    ray.get(h.write.remote(str(path), text.encode(), 0))
+    ray.get(h.write.remote(str(path), text.encode(), 0, replace=True))
 
 
 def localize_model(spec: Any) -> Any:

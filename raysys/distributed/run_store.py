@@ -126,13 +126,22 @@ class RunStore:
             out.append((str(q), "dir" if q.is_dir() else "file", st.st_size, st.st_mtime))
         return out
 
-    def write(self, path: str, data: bytes, offset: int) -> None:
-        """Write ``data`` at ``offset`` (0 truncates) into ``path``, creating its parents."""
+    def write(self, path: str, data: bytes, offset: int, replace: bool = False) -> None:
+        """Write ``data`` at ``offset`` into ``path`` (created with its parents when absent).
+
+        Never truncates unless ``replace`` (a whole-file rewrite): the chunks of one file
+        arrive as concurrent calls on this threaded actor in any order, and a chunk at offset 0
+        that emptied the file would drop the chunks written before it."""
         p = self._path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("r+b" if offset and p.exists() else "wb") as f:
-            f.seek(offset)
-            f.write(data)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else 0), 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        finally:
+            os.close(fd)
 
     def append(self, path: str, data: bytes) -> None:
         p = self._path(path)

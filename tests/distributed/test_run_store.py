@@ -22,8 +22,15 @@ import ray.cloudpickle  # noqa: E402
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {rel: (root / rel).read_bytes() for rel, _ in list_files(root)}
+def _tree(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}``: compared as digests, so a mismatch of a 40 MB file prints
+    two short lines rather than a diff of its bytes."""
+    return {rel: _sha((root / rel).read_bytes()) for rel, _ in list_files(root)}
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
 
 
 def _model_like(d: Path, payload: bytes = b"w" * 3_000_000) -> Path:
@@ -53,6 +60,19 @@ def test_without_a_store_everything_is_local(tmp_path: Path) -> None:
     want = _tree(src)
     artifacts.push_dir(src, tmp_path / "out" / "model")
     assert _tree(tmp_path / "out" / "model") == want and not src.exists()
+
+
+def test_chunks_written_in_any_order_make_the_whole_file(tmp_path: Path) -> None:
+    # A file's chunks reach the threaded store actor as concurrent calls: the one at offset 0
+    # may run last, and must not empty what the others wrote.
+    s = run_store.RunStore([str(tmp_path)])
+    f = tmp_path / "d" / "model.safetensors"
+    s.write(str(f), b"CC", 4)
+    s.write(str(f), b"BB", 2)
+    s.write(str(f), b"AA", 0)
+    assert f.read_bytes() == b"AABBCC"
+    s.write(str(f), b"x", 0, replace=True)        # a whole-file rewrite (write_text)
+    assert f.read_bytes() == b"x"
 
 
 def _on(node: str, env: dict[str, str], fn: Any, *args: Any) -> Any:
@@ -138,11 +158,11 @@ def test_push_dir_lands_whole_on_the_drivers_node(store: dict[str, str], tmp_pat
     files = {"config.json": b"{}", "model.safetensors": os.urandom(40 << 20), "d/e.txt": b""}
     dest = tmp_path / "run" / "models" / "sft"
     _on(store["node_b"], {}, _push, files, str(dest))
-    assert _tree(dest) == files
+    assert _tree(dest) == {rel: _sha(data) for rel, data in files.items()}
     assert [p.name for p in dest.parent.iterdir()] == ["sft"]      # no temp dir left behind
     # Pushed again (a stage re-run): replaced whole, not merged.
     _on(store["node_b"], {}, _push, {"config.json": b"{1}"}, str(dest))
-    assert _tree(dest) == {"config.json": b"{1}"}
+    assert _tree(dest) == {"config.json": _sha(b"{1}")}
 
 
 def test_ray_train_storage_through_the_store(store: dict[str, str], tmp_path: Path) -> None:
@@ -150,7 +170,7 @@ def test_ray_train_storage_through_the_store(store: dict[str, str], tmp_path: Pa
     dest = tmp_path / "run" / "ray_train" / "ckpt"
     names = _on(store["node_a"], {}, _fs_roundtrip, str(model), str(dest))
     assert {Path(n).relative_to(dest).as_posix() for n in names} >= {"config.json", "model.safetensors", "sub/empty.txt"}
-    assert _tree(dest) == {**_tree(model), "state.json": b'{"step": 3}'}
+    assert _tree(dest) == {**_tree(model), "state.json": _sha(b'{"step": 3}')}
     assert not list(dest.glob("*.part-*"))
 
 
