@@ -98,8 +98,9 @@ def training(model: Path, s: dict) -> None:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     common = dict(micro_batch_size=batch, max_len=max_len, log_every=1, zero_stage=2)
     results: dict[str, tuple[float, float | None]] = {}
+    from raysys.distributed.ray_init import dashboard_init_kwargs  # no stray 8265 State API
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             log_to_driver=False, **dashboard_init_kwargs(False))
     try:
         results["full, plain loop"] = (tb.plain_sft(model, rows, steps, batch, max_len=max_len), None)
         ms, wall, _ = tb.raysys_run(model, data, tmp, "real_full", "sft", 1, steps, **common)

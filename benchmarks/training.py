@@ -350,8 +350,9 @@ def main() -> None:
     # Plain loop before and after the Ray runs, the faster kept: load swings must not decide.
     plain_first = plain_sft(model_dir, sft, args.steps)
     rows.append(("SFT: plain PyTorch loop, 1 process", plain_first, None, None))
+    from raysys.distributed.ray_init import dashboard_init_kwargs  # no stray 8265 State API
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             log_to_driver=False, **dashboard_init_kwargs(False))
     try:
         one = raysys_run(model_dir, data_sft, tmp, "sft1", "sft", 1, args.steps)
         two = raysys_run(model_dir, data_sft, tmp, "sft2", "sft", 2, args.steps)

@@ -9,6 +9,7 @@ Train restores its checkpoint manager from storage); a finished run is not retra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -79,14 +80,10 @@ def worker_bundles(cfg: TrainConfig) -> list[dict[str, float]]:
 def _start_ray() -> None:
     import ray
 
-    if ray.is_initialized():
-        return
-    try:
-        from raysys.distributed.ray_init import init_ray
-    except ImportError:
-        ray.init(address="local", include_dashboard=False)
-        return
-    init_ray(dashboard=False)
+    from raysys.distributed.ray_init import init_ray
+
+    if not ray.is_initialized():
+        init_ray(dashboard=False)
 
 
 def prebuild_cpu_comm_op() -> None:
@@ -96,7 +93,6 @@ def prebuild_cpu_comm_op() -> None:
     built here once, workers find it in TORCH_EXTENSIONS_DIR (which must be set). A lock a
     killed build left there is removed first.
     """
-    import contextlib
     import io
 
     from deepspeed.comm.torch import build_shm_op
@@ -208,6 +204,37 @@ def _unwrap_worker_error(err: BaseException) -> BaseException:
     return err
 
 
+def out_of_memory(err: BaseException) -> BaseException | None:
+    """The ``torch.OutOfMemoryError`` (CUDA) or host ``MemoryError`` behind a failed fit, from a
+    worker's failure or the error's own chain; None when memory was not the cause."""
+    import torch
+
+    kinds = (torch.OutOfMemoryError, MemoryError)
+    seen: set[int] = set()
+    todo = [err, *(getattr(err, "worker_failures", None) or {}).values()]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kinds):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None),
+                 *(getattr(e, "worker_failures", None) or {}).values()]
+    return None
+
+
+def out_of_memory_message(cfg: TrainConfig, err: BaseException) -> str:
+    """One line for a training stage that ran out of memory, with the keys that lower it."""
+    import torch
+
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    where = "GPU" if isinstance(err, torch.OutOfMemoryError) else "host"
+    return (f"training '{cfg.name}' ran out of {where} memory ({first}); lower "
+            f"micro_batch_size ({cfg.micro_batch_size}, raise grad_accum to keep the batch) or "
+            f"max_len ({cfg.max_len}), enable lora, or raise zero_stage ({cfg.zero_stage})")
+
+
 @dataclass
 class Prepared:
     """A training run checked and tokenized on the driver, before any worker starts."""
@@ -289,7 +316,9 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
 
     # Nodes that do not share the driver's disk reach the model, the output's dir, the
     # metrics and the checkpoints (Ray Train's storage) through the run store.
-    through_ray = use_storage(storage, work_dir, [cfg.model, Path(cfg.out).parent]) == "ray"
+    # The output's dir is served, not probed: probing would list whatever else lives there.
+    through_ray = use_storage(storage, work_dir, [cfg.model],
+                              outputs=[Path(cfg.out).parent]) == "ray"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker_config(p, ray.put(p.examples)),
@@ -309,11 +338,18 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None,
         from ray.train import TrainingFailedError
 
         from raysys.errors import USER_ERRORS, StageError
+        from raysys.training.trackers import fail_abandoned_runs
 
+        # A worker killed outright ran no Python to end its MLflow run: the driver does.
+        with contextlib.suppress(Exception):
+            fail_abandoned_runs(cfg, state_dir)
         cause = getattr(e, "cause", None) or e
         inner = _unwrap_worker_error(cause)
         if isinstance(inner, USER_ERRORS):
             raise inner from None
+        oom = out_of_memory(cause)
+        if oom is not None:
+            raise StageError(out_of_memory_message(cfg, oom)) from e
         if not isinstance(cause, TrainingFailedError):
             raise                       # not a lost worker: a bug keeps its traceback
         text = str(cause).strip()

@@ -53,8 +53,9 @@ def ray_local():
 
     # Ray workers cannot import this test module: ship TokenCounter by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    from raysys.distributed.ray_init import dashboard_init_kwargs  # no stray 8265 State API
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             log_to_driver=False, **dashboard_init_kwargs(False))
     yield
     ray.shutdown()
 

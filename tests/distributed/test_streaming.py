@@ -47,8 +47,9 @@ def _second(samples: list[dict]) -> tuple[list[dict], list[str], list[str]]:
 def groups(tiny_model_dir: Path):
     import ray
 
+    from raysys.distributed.ray_init import dashboard_init_kwargs  # no stray 8265 State API
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
-             include_dashboard=False, log_to_driver=False)
+             log_to_driver=False, **dashboard_init_kwargs(False))
     engine = EngineConfig(kind="hf", batch_size=8)
     cluster = ClusterConfig(cpus_per_replica=0.5)
     model = ModelSpec(path=str(tiny_model_dir))
