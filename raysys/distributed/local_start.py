@@ -90,13 +90,20 @@ def start_local(init: Callable[..., Any], kwargs: dict[str, Any],
                 stop: Callable[[list[int]], None] = stop_processes) -> Any:
     """``init(**kwargs)`` (``ray.init`` of a new local instance), tried up to ``attempts`` times
     while it fails with Ray's start-up timeout; before each retry the failed start's processes
-    (``leftovers()``, default: :func:`failed_start_pids` of this process) are stopped."""
+    (``leftovers()``, default: :func:`failed_start_pids` of this process that were not running
+    before the attempt) are stopped.
+
+    Only what the attempt itself started is stopped: another local instance this process runs
+    (``ray.cluster_utils.Cluster`` in a test session, a benchmark's second instance) has its
+    processes as children of this process too, with session dirs named after the same pid."""
     if attempts < 1:
         raise ValueError(f"attempts: expected >= 1, got {attempts}")
+    before: set[int] = set()
     if leftovers is None:
         def leftovers() -> list[int]:
-            return failed_start_pids(proc_table(), os.getpid())
+            return [p for p in failed_start_pids(proc_table(), os.getpid()) if p not in before]
     for attempt in range(1, attempts + 1):
+        before = set(failed_start_pids(proc_table(), os.getpid()))
         try:
             return init(**kwargs)
         except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this

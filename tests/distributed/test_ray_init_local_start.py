@@ -95,11 +95,22 @@ def test_stop_processes_terminates_then_kills() -> None:
 @pytest.mark.slow
 def test_init_ray_retries_a_start_that_timed_out_and_leaves_nothing_behind(monkeypatch) -> None:
     """Real Ray: the first start comes up fully and then fails as a start that timed out does
-    (its GCS, raylet, dashboard and monitors running); init_ray stops them and starts again."""
+    (its GCS, raylet, dashboard and monitors running); init_ray stops them and starts again.
+    Another instance this process started before (as the Ray tests' 3-node cluster is) keeps
+    running: its processes are this process's children with session dirs named after its pid
+    too, and stopping them once broke every Ray test that ran after this one."""
     import os
 
     import ray
     import ray._private.node as node
+    from ray.cluster_utils import Cluster
+
+    from raysys.distributed.local_start import failed_start_pids
+
+    other = Cluster(initialize_head=True, connect=False,
+                    head_node_args={"num_cpus": 0, "include_dashboard": False})
+    others = failed_start_pids(proc_table(), os.getpid())
+    assert others, "the other instance's processes are this process's children"
 
     from raysys.config import ClusterConfig
     from raysys.distributed.ray_init import init_ray, shutdown_ray
@@ -120,5 +131,7 @@ def test_init_ray_retries_a_start_that_timed_out_and_leaves_nothing_behind(monke
         assert len(started) == 2 and ray.get_runtime_context().get_session_name() == started[1]
         assert [pid for pid, _, cmd in proc_table() if started[0] in cmd] == []
         assert ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid()
+        assert [p for p in others if not Path(f"/proc/{p}").exists()] == []
     finally:
         shutdown_ray()
+        other.shutdown()
