@@ -25,6 +25,9 @@ from test_w2s_resume import RAYSYS, REPO, _env
 pytestmark = pytest.mark.slow
 
 
+# ~110 s on an idle 2-core machine: in `make test-extended` for CI's 45 minutes; the test below
+# (an eval started inside a Ray Train stage) is the one that caught the placement-group bug.
+@pytest.mark.extended
 def test_two_quick_demos_at_once_both_complete(tmp_path: Path) -> None:
     runs = [tmp_path / "a", tmp_path / "b"]
     procs = [subprocess.Popen(RAYSYS + ["demo", "--recipe", "llm2", "--quick", "--run-dir", str(r)],

@@ -1,6 +1,6 @@
 """GPU replicas: Ray Data engine actors and SamplerActors asking for a whole GPU each.
 
-Run on a CUDA machine with ``pytest -m gpu tests/distributed/test_gpu.py``.
+Run on a CUDA machine with ``pytest -m gpu tests/ray_private/test_gpu.py``.
 """
 
 from __future__ import annotations
