@@ -12,25 +12,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from run_tables import assert_streamed_iteration_equal, report_section, stage_tables
 from test_w2s_resume import _run, _run_until_killed, _state
 
 pytestmark = pytest.mark.slow
-
-
-def _tables(run_dir: Path) -> dict[str, list[str]]:
-    """Every sealed data stage's rows (order-insensitive, as JSON strings), by stage key."""
-    out = {}
-    for manifest in sorted(run_dir.glob("iter_*/*/_MANIFEST.json")):
-        rows = []
-        for part in sorted(manifest.parent.glob("*.parquet")):
-            rows += pq.read_table(part).to_pylist()
-        out[str(manifest.parent.relative_to(run_dir))] = sorted(
-            json.dumps(r, sort_keys=True, default=str) for r in rows)
-    return out
-
-
-def _section(report: str, head: str) -> str:
-    return report.split(f"## {head}", 1)[1].split("\n## ", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +50,17 @@ def test_demo_all_pretrains_the_shared_actor_once(quick_all: tuple[Path, str, st
 
 def test_critique_quick_writes_every_stage_and_report(critique_run: Path) -> None:
     report = (critique_run / "report.md").read_text()
-    loop = _section(report, "Self-improvement per iteration")
+    loop = report_section(report, "Self-improvement per iteration")
     assert "| 1 | critique |" in loop and "| 1 | plain |" in loop
     assert "critique minus plain" in loop and "not training noise" in loop
     for gate in ("critic", "oracle", "gold"):
-        rounds = _section(report, f"Test time, {gate}-gated critique -> refine")
+        rounds = report_section(report, f"Test time, {gate}-gated critique -> refine")
         assert rounds.count("\n| 0 |") == 1 and rounds.count("\n| 1 |") == 1
     # result.json keeps every row's per-problem outcomes (test-time rows: the last round's
     # answer), so `raysys compare` can pair them across reruns
     for r in json.loads((critique_run / "result.json").read_text())["evals"]:
         assert len(r["outcomes"]) == r["n"] and sum(r["outcomes"].values()) == r["correct"], r["model"]
-    critic = _section(report, "Critic on held-out solutions")
+    critic = report_section(report, "Critic on held-out solutions")
     solutions = int(critic.split(" held-out solutions")[0].split()[-1])
     verdicts = next(ln for ln in critic.splitlines() if ln.startswith("| verdicts given"))
     counts = {k: int(v) for k, v in (c.split() for c in verdicts.split(" | ")[1].strip(" |").split(", "))}
@@ -98,7 +83,7 @@ def test_critique_killed_inside_an_iteration_resumes_to_the_same_tables(
     _run_until_killed(args, run_dir, "iter_1/refinements", lambda d: True, timeout=900)
     proc = _run(args, timeout=1200)
     assert "critique_iter1" in proc.stdout
-    ref, got = _tables(critique_run), _tables(run_dir)
+    ref, got = stage_tables(critique_run), stage_tables(run_dir)
     # the reference (inside `demo --recipe all`) copied its pre-trained actor; this run trained it
     assert set(got) - set(ref) == {"iter_0/actor_pretrain_data"} and set(ref) <= set(got)
     got.pop("iter_0/actor_pretrain_data")
@@ -126,7 +111,7 @@ def test_llm2_in_process_writes_the_ray_runs_tables(quick_all: tuple[Path, str, 
     cfg = load_run_config(ray_dir / "config.yaml", [f"run_dir={here}"])
     assert cfg.tiny_cache            # `demo --recipe all` shares pre-trained models
     get_recipe(cfg.recipe).run(cfg, in_process=True)
-    ref, got = _tables(ray_dir), _tables(here)
+    ref, got = stage_tables(ray_dir), stage_tables(here)
     assert set(ref) - set(got) <= {"iter_0/llm_pretrain_data"} and set(got) <= set(ref)
     assert [k for k in got if got[k] != ref[k]] == []
     assert accuracy_rows(here) == accuracy_rows(ray_dir)
@@ -139,7 +124,7 @@ def test_llm2_quick_reports_guided_vs_plain_and_pair_accuracy(quick_all: tuple[P
         assert row in llm2_table
     report = (run_dir / "report.md").read_text()
     assert "held-out pairs: verifier ranks gold above the negative" in report
-    diffs = _section(report, "Guided minus plain (paired bootstrap)")
+    diffs = report_section(report, "Guided minus plain (paired bootstrap)")
     assert "guided_beta0.25 − plain greedy" in diffs and "guided maj@3 − plain maj@3" in diffs
     assert "not training noise" in diffs
     # result.json keeps each maj@k row's per-problem votes, agreeing with its maj@k accuracy
@@ -211,15 +196,5 @@ def test_a_streamed_iteration_writes_what_the_barrier_iteration_wrote(
         shutil.rmtree(run_dir / "iter_1" / name)
     _run(["run", str(run_dir / "config.yaml"), "--run-dir", str(run_dir), "--force",
           "--set", "loop.stream=true"], timeout=900)
-    ref, got = _tables(critique_run), _tables(run_dir)
-    for name in streamed:
-        manifest = json.loads((run_dir / "iter_1" / name / "_MANIFEST.json").read_text())
-        assert manifest["metrics"]["streamed"] is True, name
-    assert got["iter_1/critique_samples"] == ref["iter_1/critique_samples"]
-    assert got["iter_1/critiques"] == ref["iter_1/critiques"]
-
-    def answered(rows: list[str]) -> list[tuple]:
-        return sorted((r["problem_id"], r["sample_idx"], r["refine_idx"], r["critique"])
-                      for r in map(json.loads, rows))
-    assert answered(got["iter_1/refinements"]) == answered(ref["iter_1/refinements"])
+    got = assert_streamed_iteration_equal(critique_run, run_dir, streamed)
     assert len(got["iter_1/refinements"]) > 0

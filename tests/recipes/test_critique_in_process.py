@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysys.data.io import read_stage
+from run_tables import assert_streamed_iteration_equal, report_section
 from recipe_runs import TINY, synthetic, run_in_process, tiny_cache  # noqa: F401 (fixtures)
 
 OVERRIDES = [synthetic("data.train", 8, 11), synthetic("data.test", 8, 12),
@@ -21,21 +22,6 @@ OVERRIDES = [synthetic("data.train", 8, 11), synthetic("data.test", 8, 12),
              "critic_train.mix={gold: 8, corrupted: 16, sampled: 8}", "critic_train.heldout=4",
              "critic_train.train.max_steps=2", "loop.iterations=2", "loop.use_previous=true",
              "loop.train.max_steps=2", "greedy.max_new_tokens=20", "critique_tokens=32"]
-
-
-def _tables(run_dir: Path) -> dict[str, list[str]]:
-    """Every sealed data stage's rows (order-insensitive, as JSON strings), by stage key."""
-    out = {}
-    for manifest in sorted(run_dir.glob("iter_*/*/_MANIFEST.json")):
-        rows = [r for part in sorted(manifest.parent.glob("*.parquet"))
-                for r in pq.read_table(part).to_pylist()]
-        out[str(manifest.parent.relative_to(run_dir))] = sorted(
-            json.dumps(r, sort_keys=True, default=str) for r in rows)
-    return out
-
-
-def _section(report: str, head: str) -> str:
-    return report.split(f"## {head}", 1)[1].split("\n## ", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +33,12 @@ def critique_run(run_in_process, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_every_stage_loop_and_test_time_rounds(critique_run) -> None:
     run_dir, _ = critique_run
     report = (run_dir / "report.md").read_text()
-    loop = _section(report, "Self-improvement per iteration")
+    loop = report_section(report, "Self-improvement per iteration")
     for t in (1, 2):
         assert f"| {t} | critique |" in loop and f"| {t} | plain |" in loop
     assert "critique minus plain" in loop and "not training noise" in loop
     for gate in ("critic", "oracle", "gold"):
-        rounds = _section(report, f"Test time, {gate}-gated critique -> refine")
+        rounds = report_section(report, f"Test time, {gate}-gated critique -> refine")
         assert rounds.count("\n| 0 |") == 1 and rounds.count("\n| 1 |") == 1
     result = json.loads((run_dir / "result.json").read_text())
     for r in result["evals"]:
@@ -61,7 +47,7 @@ def test_every_stage_loop_and_test_time_rounds(critique_run) -> None:
         "actor_iter0": {"iteration": 0}, "critique_iter1": {"iteration": 1, "branch": "critique"},
         "plain_iter1": {"iteration": 1, "branch": "plain"}}
     assert set(result["extra"]["test_time"]) == {"critic", "oracle", "gold"}
-    critic = _section(report, "Critic on held-out solutions")
+    critic = report_section(report, "Critic on held-out solutions")
     solutions = int(critic.split(" held-out solutions")[0].split()[-1])
     verdicts = next(ln for ln in critic.splitlines() if ln.startswith("| verdicts given"))
     counts = {k: int(v) for k, v in (c.split() for c in verdicts.split(" | ")[1].strip(" |").split(", "))}
@@ -99,17 +85,7 @@ def test_a_streamed_iteration_writes_what_the_barrier_iteration_wrote(
     run_in_process("critique_demo_quick.yaml", streamed_dir,
                    OVERRIDES + ["loop.stream=true", "loop.iterations=1",
                                 "test_time.rounds=0"], force=True)
-    ref, got = _tables(run_dir), _tables(streamed_dir)
-    for name in streamed:
-        manifest = json.loads((streamed_dir / "iter_1" / name / "_MANIFEST.json").read_text())
-        assert manifest["metrics"]["streamed"] is True, name
-    assert got["iter_1/critique_samples"] == ref["iter_1/critique_samples"]
-    assert got["iter_1/critiques"] == ref["iter_1/critiques"]
-
-    def answered(rows: list[str]) -> list[tuple]:
-        return sorted((r["problem_id"], r["sample_idx"], r["refine_idx"], r["critique"])
-                      for r in map(json.loads, rows))
-    assert answered(got["iter_1/refinements"]) == answered(ref["iter_1/refinements"])
+    assert_streamed_iteration_equal(run_dir, streamed_dir, streamed)
 
 
 def test_a_second_run_reruns_nothing(critique_run, run_in_process) -> None:
